@@ -1,0 +1,163 @@
+"""RunConfig: every hyperparameter of a run in one frozen, typed, validated value.
+
+The same object is the CLI's `--set` vocabulary, the registry's config column, the hash that identifies a run,
+and the report's labels, so all of them agree by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+from .patterns import Pattern
+
+GRAD_MODES = ("masked", "ste", "srste")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _key(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    env: str = field(metadata={"help": "Gymnasium id (short names such as Hopper resolve to Hopper-v5)"})
+    pattern: Pattern = field(metadata={"help": "N:M pattern of every sparse layer, or dense"})
+    seed: int = field(metadata={"help": "seed of networks, replay sampling, exploration and the training env"})
+
+    steps: int = _key(1_000_000, "environment steps of training")
+    start_steps: int = _key(25_000, "initial steps with uniform random actions and no updates")
+    batch_size: int = _key(256, "transitions per gradient step")
+    buffer_size: int = _key(1_000_000, "replay capacity in transitions")
+    lr: float = _key(3e-4, "Adam learning rate of actor and critics")
+    gamma: float = _key(0.99, "discount factor")
+    tau: float = _key(0.005, "Polyak rate of the target networks")
+    expl_noise: float = _key(0.1, "std of the Gaussian exploration noise, times the max action")
+    policy_noise: float = _key(0.2, "std of the target policy smoothing noise, times the max action")
+    noise_clip: float = _key(0.5, "clip of the target policy smoothing noise, times the max action")
+    policy_delay: int = _key(2, "critic updates per actor and target update")
+    hidden: tuple[int, ...] = _key((256, 256), "hidden layer widths, written 256x256")
+    eval_interval: int = _key(5_000, "environment steps between evaluations (one also runs before training)")
+    eval_episodes: int = _key(10, "episodes per evaluation, without exploration noise")
+    checkpoint_interval: int = _key(50_000, "steps between checkpoints (taken at the next episode boundary)")
+    mask_interval: int = _key(5_000, "gradient steps between N:M mask recomputations; 0 keeps the first mask")
+    grad_mode: str = _key("masked", "masked | ste | srste: which latent weights the gradient updates")
+    srste_decay: float = _key(2e-4, "SR-STE decay of pruned latent weights (grad_mode=srste)")
+    sparse_io: bool = _key(True, "make the first and last layers N:M sparse too")
+    precision: str = _key("fp32", "fp32 | bf16: bf16 autocasts the matrix products, weights stay fp32")
+    device: str = _key("cpu", "torch device: cpu, cuda, cuda:1, ...")
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "buffer_size", "policy_delay", "eval_interval", "eval_episodes",
+                    "checkpoint_interval")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UsageError(f"bad value {name}={getattr(self, name)}: must be a positive integer")
+        for name in ("start_steps", "mask_interval", "seed"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"bad value {name}={getattr(self, name)}: must be >= 0")
+        for name in ("lr", "expl_noise", "policy_noise", "noise_clip", "srste_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+                raise UsageError(f"bad value {name}={value}: must be a finite number " +
+                                 ("> 0" if name == "lr" else ">= 0"))
+        for name in ("gamma", "tau"):
+            if not 0 < getattr(self, name) <= 1:
+                raise UsageError(f"bad value {name}={getattr(self, name)}: must be in (0, 1]")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise UsageError(f"bad value hidden={self.hidden}: write positive widths like 256x256")
+        if self.grad_mode not in GRAD_MODES:
+            raise UsageError(f"bad value grad_mode={self.grad_mode!r}: choose one of {', '.join(GRAD_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"bad value precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise UsageError(f"bad value device={self.device!r}: use cpu or cuda[:index]")
+
+    # -- identity and serialization -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: the pattern as text, hidden as a list."""
+        out = dataclasses.asdict(self)
+        out["pattern"] = str(self.pattern)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "RunConfig":
+        """Inverse of to_dict; keys missing from an older record take today's defaults."""
+        unknown = set(data) - set(config_keys()) - {"env", "pattern", "seed"}
+        if unknown:
+            raise UsageError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        values = dict(data)
+        values["pattern"] = Pattern.parse(values["pattern"])
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return RunConfig(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        """The run's identity: equal configs (env, pattern, seed and every key) give equal hashes."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def config_keys() -> list[str]:
+    """The keys a user may set (`--set key=value`): everything but env, pattern and seed."""
+    return [name for name in _FIELDS if name not in ("env", "pattern", "seed")]
+
+
+def key_help() -> dict[str, str]:
+    return {name: _FIELDS[name].metadata["help"] for name in config_keys()}
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Turn the text of `--set key=text` into the key's type, or raise UsageError naming the key."""
+    if key not in config_keys():
+        raise UsageError(f"unknown config key {key!r}; valid keys: {', '.join(config_keys())}")
+    default = _FIELDS[key].default
+    raw = text.strip()
+    try:
+        if key == "hidden":
+            return tuple(int(part) for part in raw.lower().split("x"))
+        if isinstance(default, bool):
+            lowered = raw.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            number = float(raw)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if isinstance(default, float):
+            return float(raw)
+        return raw
+    except ValueError:
+        kind = "widths like 256x256" if key == "hidden" else type(default).__name__
+        raise UsageError(f"bad value {key}={text!r}: expected {kind}") from None
+
+
+def parse_assignments(items: list[str]) -> dict[str, list[Any]]:
+    """`["lr=1e-3,3e-4", "hidden=64x64"]` -> {"lr": [0.001, 0.0003], "hidden": [(64, 64)]} (a list sweeps)."""
+    swept: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise UsageError(f"bad --set {item!r}: write key=value or key=v1,v2")
+        swept[key] = [parse_value(key, value) for value in values.split(",")]
+    return swept

@@ -1,0 +1,13 @@
+"""The library's own exceptions: the CLI maps each to one line and an exit code, nothing else does."""
+
+
+class RnmError(Exception):
+    """Base of every error the library raises on purpose."""
+
+
+class UsageError(RnmError, ValueError):
+    """Bad user input (a pattern, env, key, value or path); the CLI exits 2 and writes nothing."""
+
+
+class DatabaseError(RnmError):
+    """A database that cannot be used: unreadable, foreign, or of a newer schema."""

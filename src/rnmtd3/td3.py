@@ -1,0 +1,137 @@
+"""TD3 with all six networks N:M sparse: the agent's state and its one update function."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .networks import Actor, Critic
+from .replay import Batch
+from .sparsity import SparseParams
+
+NETWORKS = ("actor", "critic1", "critic2", "actor_target", "critic1_target", "critic2_target")
+
+
+class TD3Agent:
+    """Online networks, targets that follow them through the online masks, optimizers and counters."""
+
+    def __init__(self, config: RunConfig, obs_dim: int, act_dim: int, low: torch.Tensor, high: torch.Tensor):
+        self.config = config
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.actor = Actor(obs_dim, act_dim, config.hidden, low, high).to(self.device)
+        self.critic1 = Critic(obs_dim, act_dim, config.hidden).to(self.device)
+        self.critic2 = Critic(obs_dim, act_dim, config.hidden).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic1_target = copy.deepcopy(self.critic1)
+        self.critic2_target = copy.deepcopy(self.critic2)
+        for target in (self.actor_target, self.critic1_target, self.critic2_target):
+            target.requires_grad_(False)
+
+        def sparse(module: torch.nn.Module) -> SparseParams:
+            return SparseParams(module, config.pattern, config.sparse_io, config.grad_mode, config.srste_decay)
+
+        self.sparse = {name: sparse(getattr(self, name)) for name in NETWORKS}
+        for name in ("actor", "critic1", "critic2"):
+            self.sparse[f"{name}_target"].share_masks_with(self.sparse[name])
+            self.sparse[f"{name}_target"].follow(self.sparse[name], 1.0)
+
+        fused = {"foreach": True}
+        self.actor_optimizer = torch.optim.Adam(self.sparse["actor"].optim_params, lr=config.lr, **fused)
+        self.critic_optimizer = torch.optim.Adam(
+            self.sparse["critic1"].optim_params + self.sparse["critic2"].optim_params, lr=config.lr, **fused
+        )
+        self.max_action = self.actor.action_scale
+        self.action_low = self.actor.action_bias - self.actor.action_scale
+        self.action_high = self.actor.action_bias + self.actor.action_scale
+        self.gradient_steps = 0
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if config.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        with self.autocast:
+            return self.actor(obs).float()
+
+    def update(self, batch: Batch, noise: torch.Tensor) -> dict[str, float]:
+        """One TD3 gradient step; `noise` is a standard-normal tensor shaped like the actions, drawn by the caller."""
+        cfg = self.config
+        sp = self.sparse
+        stats: dict[str, float] = {}
+
+        # -- critic: clipped double-Q target with target policy smoothing --------------------------
+        with torch.no_grad(), self.autocast:
+            smoothing = (noise * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * self.max_action
+            next_actions = (self.actor_target(batch.next_obs) + smoothing).clamp(self.action_low, self.action_high)
+            next_q = torch.min(self.critic1_target(batch.next_obs, next_actions),
+                               self.critic2_target(batch.next_obs, next_actions)).float()
+            target_q = batch.rewards + (1.0 - batch.terminated) * cfg.gamma * next_q
+        with self.autocast:
+            q1 = self.critic1(batch.obs, batch.actions).float()
+            q2 = self.critic2(batch.obs, batch.actions).float()
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        critic_params = sp["critic1"].forward_params + sp["critic2"].forward_params
+        grads = torch.autograd.grad(critic_loss, critic_params)
+        n1 = len(sp["critic1"].forward_params)
+        sp["critic1"].set_grads(grads[:n1])
+        sp["critic2"].set_grads(grads[n1:])
+        self.critic_optimizer.step()
+        sp["critic1"].project()
+        sp["critic2"].project()
+        self.gradient_steps += 1
+        stats["critic_loss"] = critic_loss.item()
+
+        # -- delayed actor and target updates ------------------------------------------------------
+        if self.gradient_steps % cfg.policy_delay == 0:
+            with self.autocast:
+                actor_loss = -self.critic1(batch.obs, self.actor(batch.obs)).float().mean()
+            sp["actor"].set_grads(torch.autograd.grad(actor_loss, sp["actor"].forward_params))
+            self.actor_optimizer.step()
+            sp["actor"].project()
+            for name in ("actor", "critic1", "critic2"):
+                sp[f"{name}_target"].follow(sp[name], cfg.tau)
+            stats["actor_loss"] = actor_loss.item()
+
+        # -- masks: recompute from the latent weights every mask_interval gradient steps ------------
+        if cfg.mask_interval and not cfg.pattern.is_dense and self.gradient_steps % cfg.mask_interval == 0:
+            stats.update(self.update_masks())
+        return stats
+
+    def update_masks(self) -> dict[str, float]:
+        """New masks for the online networks (targets share them); returns SAD per online network."""
+        sad = {
+            "sad_actor": self.sparse["actor"].update_masks(self.actor_optimizer),
+            "sad_critic1": self.sparse["critic1"].update_masks(self.critic_optimizer),
+            "sad_critic2": self.sparse["critic2"].update_masks(self.critic_optimizer),
+        }
+        for name in ("actor", "critic1", "critic2"):
+            self.sparse[f"{name}_target"].project()
+        return sad
+
+    # -- checkpoint views ---------------------------------------------------------------------------
+    def forward_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The six state_dicts as used in the forward pass (pruned entries are zero), on the CPU."""
+        return {name: {k: v.detach().cpu().clone() for k, v in getattr(self, name).state_dict().items()}
+                for name in NETWORKS}
+
+    def state(self) -> dict[str, object]:
+        return {
+            "sparse": {name: self.sparse[name].state() for name in NETWORKS},
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "gradient_steps": self.gradient_steps,
+        }
+
+    def load_state(self, state: dict[str, object]) -> None:
+        for name in NETWORKS:
+            self.sparse[name].load_state(state["sparse"][name])  # type: ignore[index]
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])  # type: ignore[arg-type]
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])  # type: ignore[arg-type]
+        self.gradient_steps = int(state["gradient_steps"])  # type: ignore[arg-type]
