@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Sink(Protocol):
@@ -53,10 +53,13 @@ class FileSink:
 
     COLUMNS = ("step", "return_mean", "return_std", "wall_time")
 
-    def __init__(self, run_dir: Path, on_progress=None, on_eval=None):
+    def __init__(self, run_dir: Path, on_progress: Callable[[int, float], None] | None = None,
+                 on_eval: Callable[[int, float], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
         self.path = Path(run_dir) / "evals.csv"
         self._progress = on_progress
         self._eval = on_eval
+        self._should_stop = should_stop
         self._seen: set[int] = set()
         if self.path.exists():
             with self.path.open() as handle:
@@ -84,4 +87,4 @@ class FileSink:
             self._progress(step, steps_per_sec)
 
     def should_stop(self) -> bool:
-        return False
+        return bool(self._should_stop and self._should_stop())

@@ -1,0 +1,50 @@
+"""Foreground runs (`rnm train`): an output folder checked before anything is written, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import RunConfig
+from .errors import UsageError
+from .sinks import FileSink
+from .trainer import TrainResult, train
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Create the output folder, or raise UsageError (before anything is written) where it cannot be."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} cannot be written (no write permission on {parent})")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train_foreground(config: RunConfig, run_dir: Path, threads: int = 1,
+                     on_progress: Callable[[int, float], None] | None = None,
+                     on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train in this process; SIGINT/SIGTERM ask for a checkpoint at the next episode boundary, then return."""
+    torch.set_num_threads(threads)
+    stop = {"asked": False}
+
+    def ask_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    sink = FileSink(run_dir, on_progress=on_progress, on_eval=on_eval, should_stop=lambda: stop["asked"])
+    previous = {sig: signal.signal(sig, ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return train(config, run_dir, sink)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

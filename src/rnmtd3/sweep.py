@@ -1,0 +1,59 @@
+"""From what a user types (env names, pattern texts, seed count, `--set` lists) to validated RunConfigs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable
+
+from .config import RunConfig, parse_assignments
+from .envs import resolve_env_id
+from .errors import UsageError
+from .patterns import Pattern
+
+
+def split_list(text: str) -> list[str]:
+    """'Ant, Hopper' -> ['Ant', 'Hopper']; empty items are an error, not silently dropped."""
+    items = [item.strip() for item in text.split(",")]
+    if not items or any(not item for item in items):
+        raise UsageError(f"bad list {text!r}: write comma-separated values such as Ant,Hopper")
+    return items
+
+
+def make_config(env: str, pattern: str | Pattern, seed: int, values: dict[str, Any] | None = None) -> RunConfig:
+    """One validated config; the env name is resolved (Hopper -> Hopper-v5)."""
+    pat = pattern if isinstance(pattern, Pattern) else Pattern.parse(pattern)
+    return RunConfig(env=resolve_env_id(env), pattern=pat, seed=seed, **(values or {}))
+
+
+def single_values(assignments: list[str]) -> dict[str, Any]:
+    """`--set` for one run: each key takes exactly one value."""
+    swept = parse_assignments(assignments)
+    for key, values in swept.items():
+        if len(values) != 1:
+            raise UsageError(f"--set {key} has {len(values)} values; a single run takes one (queue sweeps lists)")
+    return {key: values[0] for key, values in swept.items()}
+
+
+def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int, assignments: list[str] = (),
+           steps: int | None = None, baseline: bool = True) -> list[RunConfig]:
+    """envs x patterns (+ dense unless baseline is False) x seeds 0..seeds-1 x every `--set` list, in a stable order.
+
+    Every input is validated before any config is returned, so a caller can write all of them or none.
+    """
+    if seeds <= 0:
+        raise UsageError(f"bad --seeds {seeds}: give the number of seeds, at least 1 (seeds 0..N-1 are run)")
+    env_ids = list(dict.fromkeys(resolve_env_id(env) for env in envs))
+    pats = list(dict.fromkeys(Pattern.parse(p) for p in patterns))
+    if baseline and Pattern.dense() not in pats:
+        pats.insert(0, Pattern.dense())
+    swept = parse_assignments(list(assignments))
+    if steps is not None:
+        if "steps" in swept:
+            raise UsageError("give steps either as --steps or as --set steps=..., not both")
+        swept["steps"] = [steps]
+    keys = list(swept)
+    configs = []
+    for env, pattern, combo, seed in itertools.product(env_ids, pats, itertools.product(*swept.values()),
+                                                       range(seeds)):
+        configs.append(RunConfig(env=env, pattern=pattern, seed=seed, **dict(zip(keys, combo))))
+    return list(dict.fromkeys(configs))
