@@ -52,6 +52,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def database_exists(db: str | os.PathLike | None) -> bool:
+    """False only for a SQLite file that is not there yet (a server database is assumed to exist)."""
+    path = sqlite_path(resolve_url(db))
+    return path is None or path.exists()
+
+
 def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("rnmtd3.migrations")))

@@ -66,8 +66,8 @@ class Registry:
         return self._session.begin()
 
     # -- queue ------------------------------------------------------------------------------------
-    def enqueue(self, configs: Sequence[RunConfig], max_attempts: int = 3) -> EnqueueResult:
-        """Add the configs not already present, all in one transaction."""
+    def enqueue(self, configs: Sequence[RunConfig], max_attempts: int = 3, dry_run: bool = False) -> EnqueueResult:
+        """Add the configs not already present, all in one transaction; `dry_run` only reports what would be."""
         with self._tx() as session:
             hashes = [c.hash for c in configs]
             present: set[str] = set()
@@ -75,7 +75,7 @@ class Registry:
                 chunk = hashes[start:start + 500]
                 present.update(session.scalars(select(Run.config_hash).where(Run.config_hash.in_(chunk))))
             new = [c for c in configs if c.hash not in present]
-            if new:
+            if new and not dry_run:
                 now = session.scalar(select(self._now()))
                 session.execute(insert(Run), [
                     {"config_hash": c.hash, "config": c.to_json(), "env": c.env, "pattern": str(c.pattern),

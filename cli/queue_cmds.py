@@ -1,0 +1,141 @@
+"""`rnm queue`, `status`, `retry`, `cancel`, `export`: the registry seen from the command line."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from rnmtd3.errors import UsageError
+from rnmtd3.registry import EnqueueResult, database_exists, open_registry
+from rnmtd3.summary import evals_export, pattern_order, runs_export, summarize
+from rnmtd3.sweep import expand, split_list
+
+from .common import DbOption, err, fmt_duration, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("queue")(queue)
+    app.command("status")(status)
+    app.command("retry")(retry)
+    app.command("cancel")(cancel)
+    app.command("export")(export)
+
+
+def queue(
+    envs: str = typer.Option(..., help="comma list of envs: Ant,Hopper (newest version) or full ids"),
+    patterns: str = typer.Option(..., help="comma list of N:M patterns: 2:4,1:4,1:8"),
+    seeds: int = typer.Option(5, help="number of seeds: 5 means seeds 0..4"),
+    steps: Optional[int] = typer.Option(None, help="environment steps per run (default 1e6)"),
+    set_: list[str] = typer.Option([], "--set", help="key=v1,v2 (repeatable); a list sweeps the key"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="queue the dense baseline too"),
+    max_attempts: int = typer.Option(3, help="attempts before a run is marked failed"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be queued, write nothing"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Queue every (env, pattern, seed, --set value) combination; queueing the same thing again adds nothing."""
+    if max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    configs = expand(split_list(envs), split_list(patterns), seeds, set_, steps=steps, baseline=baseline)
+    if dry_run and not database_exists(db):
+        result, url = EnqueueResult(configs, []), None
+    else:
+        registry = open_registry(db, create=not dry_run)
+        result, url = registry.enqueue(configs, max_attempts=max_attempts, dry_run=dry_run), registry.url
+    _print_queue_summary(result.added, result.existing, dry_run, url)
+
+
+def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> None:
+    new = Counter((c.env, str(c.pattern)) for c in added)
+    old = Counter((c.env, str(c.pattern)) for c in present)
+    table = Table(title="would queue" if dry_run else "queued", title_justify="left")
+    for column in ("env", "pattern", "new runs", "already queued"):
+        table.add_column(column, justify="right" if "runs" in column or "already" in column else "left")
+    keys = sorted(set(new) | set(old), key=lambda k: (k[0], pattern_order(p for _, p in set(new) | set(old)).index(k[1])))
+    for env, pattern in keys:
+        table.add_row(env, pattern, str(new[(env, pattern)]), str(old[(env, pattern)]))
+    err.print(table)
+    verb = "would add" if dry_run else "added"
+    where = f" to {url}" if url else ""
+    err.print(f"{verb} {len(added)} run(s){where}; {len(present)} already there")
+
+
+def status(db: Optional[str] = DbOption) -> None:
+    """Counts by status for each env and pattern, progress, ETA, and failed runs with their last error line."""
+    registry = open_registry(db, create=False)
+    summary = summarize(registry.runs_frame())
+    if summary.counts.empty:
+        err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
+        return
+    table = Table(title=f"runs in {registry.url}", title_justify="left")
+    for column in ("env", "pattern", "queued", "running", "done", "failed", "cancelled", "progress"):
+        table.add_column(column, justify="left" if column in ("env", "pattern") else "right")
+    for row in summary.counts.itertuples(index=False):
+        progress = row.steps_done / row.steps_total if row.steps_total else 0.0
+        table.add_row(row.env, row.pattern, str(row.queued), str(row.running), str(row.done), str(row.failed),
+                      str(row.cancelled), f"{progress:.0%}")
+    out.print(table)
+    overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0
+    out.print(f"progress {summary.done_steps:,}/{summary.total_steps:,} steps ({overall:.1%}); "
+              f"ETA {fmt_duration(summary.eta_s)} at the current speed")
+    if not summary.failed.empty:
+        failed = Table(title="failed runs", title_justify="left")
+        for column in ("run", "env", "pattern", "seed", "attempts", "last error"):
+            failed.add_column(column)
+        for row in summary.failed.itertuples(index=False):
+            failed.add_row(str(row.run_id), row.env, row.pattern, str(row.seed), str(row.attempts), row.error)
+        out.print(failed)
+        out.print("`rnm retry` puts failed runs back in the queue")
+
+
+def retry(
+    run_ids: list[int] = typer.Argument(None, help="run ids (default: every failed or cancelled run)"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Put failed (and cancelled) runs back in the queue; they resume from their last checkpoint."""
+    registry = open_registry(db, create=False)
+    count = registry.retry_failed(run_ids or None)
+    err.print(f"{count} run(s) back in the queue")
+
+
+def cancel(
+    run_ids: list[int] = typer.Argument(None, help="run ids (default: every queued run)"),
+    running: bool = typer.Option(False, "--running", help="cancel running runs too (their workers stop)"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Cancel queued runs (and, with --running, running ones); `rnm retry` undoes it."""
+    registry = open_registry(db, create=False)
+    count = registry.cancel(run_ids or None, include_running=running)
+    err.print(f"{count} run(s) cancelled")
+
+
+def export(
+    what: str = typer.Argument(..., help="runs or evals"),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout for csv)"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Export the runs or the evaluation curves as a table for pandas, R or a spreadsheet."""
+    if what not in ("runs", "evals"):
+        raise UsageError(f"cannot export {what!r}: choose runs or evals")
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"bad --format {fmt!r}: choose csv or parquet")
+    if fmt == "parquet" and out_file is None:
+        raise UsageError("--format parquet needs --out FILE")
+    registry = open_registry(db, create=False)
+    frame = runs_export(registry.runs_frame()) if what == "runs" else evals_export(registry.evals_frame())
+    if fmt == "parquet":
+        try:
+            frame.to_parquet(out_file, index=False)
+        except ImportError:
+            raise UsageError("parquet export needs pyarrow: pip install pyarrow") from None
+    elif out_file is None:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        frame.to_csv(out_file, index=False)
+    if out_file is not None:
+        err.print(f"wrote {len(frame)} row(s) to {out_file}")

@@ -1,0 +1,105 @@
+"""`rnm run-workers`: start N workers and show them live until the queue is drained or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from rnmtd3.errors import UsageError
+from rnmtd3.registry import open_registry
+from rnmtd3.workers import WorkerPool, WorkerUpdate, default_artifacts
+
+from .common import DbOption, err, fmt_duration
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run-workers")(run_workers)
+
+
+def run_workers(
+    jobs: int = typer.Option(1, "-j", "--jobs", help="worker processes"),
+    threads_per_worker: int = typer.Option(1, help="torch threads per worker"),
+    wait: bool = typer.Option(False, "--wait", help="keep polling for new work instead of exiting when idle"),
+    artifacts: Optional[Path] = typer.Option(None, help="checkpoint folder (default: rnm-artifacts/ beside the db)"),
+    lease: float = typer.Option(60.0, help="seconds a silent worker keeps its run before others take it over"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Drain the queue with N worker processes; Ctrl-C checkpoints every run and hands it back to the queue."""
+    if jobs < 1 or threads_per_worker < 1:
+        raise UsageError("-j and --threads-per-worker must be at least 1")
+    if lease < 10:
+        raise UsageError("--lease must be at least 10 seconds")
+    registry = open_registry(db, create=False)
+    folder = (artifacts or default_artifacts(db)).expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    pool = WorkerPool(db, jobs, folder, lease, wait=wait, threads=threads_per_worker)
+    board = Board(jobs)
+    stopping = {"count": 0}
+
+    def on_stop(signum, frame):  # noqa: ARG001
+        stopping["count"] += 1
+        if stopping["count"] == 1:
+            err.print("stopping: each worker checkpoints at its next episode boundary and hands its run back "
+                      "(Ctrl-C again to stop without the checkpoint)")
+        pool.stop()
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+    pool.start()
+    with Live(board.render(registry), console=err, refresh_per_second=2, transient=False) as live:
+        last_counts = 0.0
+        while pool.alive():
+            for update in pool.poll(0.5):
+                board.apply(update)
+            if time.time() - last_counts > 5:
+                board.refresh_counts(registry)
+                last_counts = time.time()
+            live.update(board.render(registry))
+        for update in pool.poll(0.1):
+            board.apply(update)
+        board.refresh_counts(registry)
+        live.update(board.render(registry))
+    codes = pool.join()
+    err.print()
+    for line in board.log:
+        err.print(line)
+    if any(code not in (0, None) for code in codes) and not stopping["count"]:
+        raise typer.Exit(1)
+
+
+class Board:
+    """The live display's state, built from worker updates and the registry's counts."""
+
+    def __init__(self, jobs: int):
+        self.rows: dict[int, WorkerUpdate] = {i: WorkerUpdate(i, "starting") for i in range(jobs)}
+        self.counts: dict[str, int] = {}
+        self.log: list[str] = []
+
+    def apply(self, update: WorkerUpdate) -> None:
+        self.rows[update.worker] = update
+        if update.state in ("finished", "failed", "released", "lost") or (update.state == "exited" and update.message):
+            ret = f", return {update.last_return:.1f}" if update.last_return is not None else ""
+            self.log.append(f"worker {update.worker}: {update.state} {update.label}{ret} {update.message}".rstrip())
+
+    def refresh_counts(self, registry) -> None:
+        runs = registry.runs_frame()
+        self.counts = runs["status"].value_counts().to_dict() if not runs.empty else {}
+
+    def render(self, registry) -> Table:
+        table = Table(title=f"rnm workers on {registry.url}", title_justify="left")
+        for column in ("worker", "state", "run", "steps", "steps/s", "last return", "ETA"):
+            table.add_column(column, justify="right" if column in ("steps", "steps/s", "last return", "ETA") else "left")
+        for i, row in sorted(self.rows.items()):
+            eta = (row.total - row.step) / row.steps_per_sec if row.steps_per_sec and row.total else None
+            table.add_row(str(i), row.state, row.label, f"{row.step:,}/{row.total:,}" if row.total else "",
+                          f"{row.steps_per_sec:.0f}" if row.steps_per_sec else "",
+                          f"{row.last_return:.1f}" if row.last_return is not None else "", fmt_duration(eta))
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        table.caption = f"runs: {counts}" if counts else None
+        return table

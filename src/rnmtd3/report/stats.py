@@ -1,0 +1,252 @@
+"""The report's statistics (MISSION.md section 3), as pure functions over the registry's DataFrames.
+
+Definitions, in one place so that tables, plots and tests agree:
+- a run's final score is the mean of its last `last_k` evaluations (by step);
+- a cell (env x pattern) is the mean and the sample std (ddof=1) of its runs' final scores; with one seed the std
+  is undefined and stays NaN (tables show it as '-');
+- the normalized score of a cell is its mean over the dense cell's mean on the same env; it is left undefined
+  (NaN) where the env has no dense runs or their mean is not positive, since a ratio to a non-positive
+  baseline does not order patterns;
+- the aggregate over envs is rliable's IQM of the per-run normalized scores (each run's final score over the
+  dense mean of its env), with a 95% stratified bootstrap confidence interval computed by rliable itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from rliable import library as rly
+from rliable import metrics as rly_metrics
+
+from ..envs import resolve_env_id
+from ..errors import UsageError
+from ..patterns import Pattern
+
+DONE = "done"
+SAD_PREFIX = "sad_"
+DEFAULT_REPS = 50_000
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the tables and plots need, computed once; renderers read it and compute nothing.
+
+    scores: one row per included run (run_id, env, pattern, seed, status, n_evals, final, normalized).
+    cells: one row per env x pattern (env, pattern, sparsity, label, n_seeds, n_partial, fewer_seeds, mean, std,
+        normalized, best).
+    aggregate: one row per pattern (pattern, sparsity, label, n_runs, n_envs, iqm, ci_low, ci_high).
+    curves: the evaluations of the included runs, for learning curves.
+    sad: the `sad_*` training statistics of the included runs.
+    """
+
+    scores: pd.DataFrame
+    cells: pd.DataFrame
+    aggregate: pd.DataFrame
+    curves: pd.DataFrame
+    sad: pd.DataFrame
+    envs: tuple[str, ...]
+    patterns: tuple[str, ...]
+    last_k: int
+    seed: int
+    reps: int
+    notes: tuple[str, ...]
+
+
+def pattern_order(pattern: str) -> tuple[float, int, int]:
+    """Sort key for columns: dense first, then by increasing sparsity, ties by N:M (Pattern's own order is by N)."""
+    parsed = Pattern.parse(pattern)
+    return (parsed.sparsity, parsed.n, parsed.m)
+
+
+def canonical_pattern(text: str) -> str:
+    """'2:4', ' 2 : 4' and 'DENSE' all name one column, so the registry's text is normalized once here."""
+    return str(Pattern.parse(text))
+
+
+def final_scores(runs: pd.DataFrame, evals: pd.DataFrame, last_k: int) -> pd.DataFrame:
+    """One row per run that has evaluations: its final score, the mean of its last `last_k` evaluations by step.
+
+    Runs without any evaluation have no score and are absent; `n_evals` says how many evaluations were averaged.
+    """
+    if last_k < 1:
+        raise UsageError(f"--last-k must be at least 1 (got {last_k})")
+    tail = evals.sort_values(["run_id", "step"]).groupby("run_id").tail(last_k)
+    per_run = tail.groupby("run_id")["return_mean"].agg(final="mean", n_evals="size").reset_index()
+    scored = runs[["run_id", "env", "pattern", "seed", "status"]].merge(per_run, on="run_id", how="inner")
+    return scored.sort_values(["env", "pattern", "seed", "run_id"]).reset_index(drop=True)
+
+
+def dense_means(scores: pd.DataFrame) -> pd.Series:
+    """Mean final score of the dense runs per env, where it is positive: the denominator of every normalization."""
+    dense = scores[scores["pattern"] == str(Pattern.dense())].groupby("env")["final"].mean()
+    return dense[dense > 0]
+
+
+def cell_stats(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds per env x pattern, the normalized mean, the best of each env, and
+    whether a cell has fewer seeds than the fullest cell of the table (a failed or missing seed to flag)."""
+    grouped = scores.groupby(["env", "pattern"])
+    cells = grouped["final"].agg(mean="mean", std=lambda x: x.std(ddof=1), n_seeds="size").reset_index()
+    cells["n_partial"] = grouped["status"].agg(lambda s: int((s != DONE).sum())).to_numpy()
+    cells["normalized"] = cells["mean"] / cells["env"].map(dense_means(scores))
+    cells["best"] = cells["mean"] == cells.groupby("env")["mean"].transform("max")
+    cells["fewer_seeds"] = cells["n_seeds"] < cells["n_seeds"].max()
+    cells["sparsity"] = [Pattern.parse(p).sparsity for p in cells["pattern"]]
+    cells["label"] = [Pattern.parse(p).label() for p in cells["pattern"]]
+    order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], pattern_order(cells["pattern"].iat[i])))
+    columns = ["env", "pattern", "sparsity", "label", "n_seeds", "n_partial", "fewer_seeds", "mean", "std",
+               "normalized", "best"]
+    return cells.iloc[order][columns].reset_index(drop=True)
+
+
+def normalized_scores(scores: pd.DataFrame) -> pd.Series:
+    """Each run's final score over the dense mean of its env (NaN where that mean is missing or not positive)."""
+    return scores["final"] / scores["env"].map(dense_means(scores))
+
+
+@contextmanager
+def _global_numpy_seed(seed: int) -> Iterator[None]:
+    """rliable 1.2's StratifiedBootstrap draws its indices from numpy's global RNG and ignores `random_state`,
+    so a reproducible interval needs the global RNG seeded too; the caller's global state is put back after."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+def iqm_interval(per_env: Sequence[np.ndarray], *, seed: int, reps: int = DEFAULT_REPS) -> tuple[float, float, float]:
+    """rliable's IQM over all runs of all envs, with its 95% stratified bootstrap CI: (iqm, low, high).
+
+    `per_env` holds one (runs x 1) array of normalized scores per env. Envs may have different numbers of runs
+    (a failed seed), which one (runs x tasks) array cannot hold; rliable's list form resamples the runs of each
+    env independently, which is the same stratified bootstrap, and the IQM is taken over the pooled runs.
+    """
+    def iqm(*columns: np.ndarray) -> np.ndarray:
+        return np.array([rly_metrics.aggregate_iqm(np.concatenate(columns, axis=0))])
+
+    with _global_numpy_seed(seed), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        points, intervals = rly.get_interval_estimates(
+            {"scores": list(per_env)}, iqm, reps=reps, confidence_interval_size=0.95,
+            random_state=np.random.RandomState(seed),
+        )
+    low, high = intervals["scores"][:, 0]
+    return float(points["scores"][0]), float(low), float(high)
+
+
+def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) -> pd.DataFrame:
+    """Per pattern, the IQM of normalized scores across envs with its CI; each pattern's bootstrap starts from
+    the same seed, so a pattern's interval does not change when other patterns are filtered in or out."""
+    normalized = scores.assign(normalized=normalized_scores(scores)).dropna(subset=["normalized"])
+    rows = []
+    for pattern in sorted(normalized["pattern"].unique(), key=pattern_order):
+        mine = normalized[normalized["pattern"] == pattern]
+        per_env = [group["normalized"].to_numpy()[:, None] for _, group in mine.groupby("env")]
+        iqm, low, high = iqm_interval(per_env, seed=seed, reps=reps)
+        parsed = Pattern.parse(pattern)
+        rows.append({"pattern": pattern, "sparsity": parsed.sparsity, "label": parsed.label(), "n_runs": len(mine),
+                     "n_envs": len(per_env), "iqm": iqm, "ci_low": low, "ci_high": high})
+    columns = ["pattern", "sparsity", "label", "n_runs", "n_envs", "iqm", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[str] | None) -> pd.DataFrame:
+    """The runs named by the filters, with patterns canonical; an empty result is a usage error naming what exists."""
+    if runs.empty:
+        raise UsageError("the database has no runs yet: queue some with `rnm queue` and run them with `rnm run-workers`")
+    runs = runs.assign(pattern=[canonical_pattern(p) for p in runs["pattern"]])
+    if envs:
+        selected = runs[runs["env"].isin({resolve_env_id(name) for name in envs})]
+        if selected.empty:
+            raise UsageError(f"no runs match --envs {','.join(envs)}; the database has: "
+                             f"{', '.join(sorted(runs['env'].unique()))}")
+        runs = selected
+    if patterns:
+        selected = runs[runs["pattern"].isin({canonical_pattern(p) for p in patterns})]
+        if selected.empty:
+            have = sorted(runs["pattern"].unique(), key=pattern_order)
+            raise UsageError(f"no runs match --patterns {','.join(patterns)}; the selected runs have: {', '.join(have)}")
+        runs = selected
+    return runs
+
+
+def _status_counts(runs: pd.DataFrame) -> str:
+    """'2 running, 1 failed': the statuses of runs that are not done, for the notes."""
+    counts = runs["status"].value_counts()
+    return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+
+
+def build_report(
+    runs: pd.DataFrame,
+    evals: pd.DataFrame,
+    stats: pd.DataFrame,
+    *,
+    last_k: int = 10,
+    envs: Sequence[str] | None = None,
+    patterns: Sequence[str] | None = None,
+    include_partial: bool = False,
+    seed: int = 0,
+    reps: int = DEFAULT_REPS,
+) -> Report:
+    """Compute the whole report from the registry's frames: filter, score, aggregate, and note what was left out.
+
+    Unfinished and failed runs are left out unless `include_partial`, in which case they are scored on the
+    evaluations they have so far. `seed` fixes the bootstrap so that a report is reproducible; `reps` is the
+    number of bootstrap resamples (rliable's default, 50,000, unless a caller needs speed over precision).
+    """
+    selected = _select(runs, envs, patterns)
+    unfinished = selected[selected["status"] != DONE]
+    notes = []
+    if not include_partial:
+        selected = selected[selected["status"] == DONE]
+        if selected.empty:
+            raise UsageError(f"no finished runs match ({_status_counts(unfinished)}); "
+                             "use --include-partial to report them on their evaluations so far")
+        if len(unfinished):
+            notes.append(f"Left out {len(unfinished)} unfinished or failed runs ({_status_counts(unfinished)}); "
+                         "--include-partial shows them.")
+    scores = final_scores(selected, evals, last_k)
+    unscored = selected[~selected["run_id"].isin(scores["run_id"])]
+    if scores.empty:
+        raise UsageError(f"none of the {len(selected)} matching runs has an evaluation yet")
+    if len(unscored):
+        notes.append(f"Left out {len(unscored)} runs with no evaluation yet ({_status_counts(unscored)}).")
+    if include_partial and (scores["status"] != DONE).any():
+        partial = scores[scores["status"] != DONE]
+        notes.append(f"Includes {len(partial)} unfinished or failed runs ({_status_counts(partial)}), "
+                     "scored on their evaluations so far (marked †).")
+    repeated = scores.duplicated(["env", "pattern", "seed"]).sum()
+    if repeated:
+        notes.append(f"{repeated} runs repeat an (env, pattern, seed) with another config; their scores are pooled.")
+    cells = cell_stats(scores)
+    if cells["normalized"].isna().any():
+        notes.append("Normalized scores need dense runs with a positive mean on the same env; '-' where missing.")
+    scores = scores.assign(normalized=normalized_scores(scores))
+    included = scores["run_id"]
+    sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
+    return Report(
+        scores=scores,
+        cells=cells,
+        aggregate=aggregate_iqm(scores, seed=seed, reps=reps),
+        curves=_with_keys(evals[evals["run_id"].isin(included)], scores),
+        sad=_with_keys(sad, scores),
+        envs=tuple(sorted(scores["env"].unique())),
+        patterns=tuple(sorted(scores["pattern"].unique(), key=pattern_order)),
+        last_k=last_k,
+        seed=seed,
+        reps=reps,
+        notes=tuple(notes),
+    )
+
+
+def _with_keys(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `frame` with env, pattern and seed taken from the runs (canonical patterns), not their own copies."""
+    keys = scores[["run_id", "env", "pattern", "seed"]]
+    return frame.drop(columns=["env", "pattern", "seed"], errors="ignore").merge(keys, on="run_id", how="inner")

@@ -1,0 +1,218 @@
+"""Worker processes that drain the registry: claim, train with a registry sink, heartbeat, finish or hand back.
+
+Each worker is a spawned process with its own database connection and one torch thread by default. The parent
+only starts them, forwards stop signals and collects the progress messages they send for the live display.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .registry import Claim, Registry, open_registry
+from .registry.engine import resolve_url, sqlite_path
+from .trainer import train
+
+POLL_S = 2.0
+
+
+class LeaseLost(Exception):
+    """The run was taken over or cancelled: stop at once and write nothing more for it."""
+
+
+def default_artifacts(db: str | None) -> Path:
+    """Beside a SQLite database (`rnm.db` -> `rnm-artifacts/`), else `./rnm-artifacts`."""
+    path = sqlite_path(resolve_url(db))
+    return (path.parent if path else Path.cwd()) / "rnm-artifacts"
+
+
+@dataclass
+class WorkerUpdate:
+    """What a worker tells the parent; the parent's display is built only from these."""
+
+    worker: int
+    state: str  # claimed | progress | eval | finished | released | failed | lost | idle | exited
+    run_id: int | None = None
+    label: str = ""
+    step: int = 0
+    total: int = 0
+    steps_per_sec: float = 0.0
+    last_return: float | None = None
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+
+class RegistrySink:
+    """Writes a held run's evaluations, statistics and checkpoints to the registry; keeps its lease alive."""
+
+    def __init__(self, registry: Registry, claim: Claim, report: Callable[[WorkerUpdate], None], worker: int,
+                 stop: threading.Event, lease_s: float):
+        self.registry, self.claim, self.report, self.worker = registry, claim, report, worker
+        self.stop = stop
+        self.lease_s = lease_s
+        self.lost = threading.Event()
+        self.rate = 0.0
+        self.last_return: float | None = None
+        self._done = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+        self._beat.start()
+        cfg = claim.config
+        self.label = f"#{claim.run_id} {cfg.env} {cfg.pattern} s{cfg.seed}"
+
+    def _heartbeat(self) -> None:
+        while not self._done.wait(self.lease_s / 4):
+            try:
+                if not self.registry.heartbeat(self.claim, steps_per_sec=self.rate or None, lease_s=self.lease_s):
+                    self.lost.set()
+                    return
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the lease has slack for three
+                continue
+
+    def close(self) -> None:
+        self._done.set()
+        self._beat.join()
+
+    def announce(self, state: str, step: int) -> None:
+        self.report(WorkerUpdate(self.worker, state, self.claim.run_id, self.label, step,
+                                 self.claim.config.steps, self.rate, self.last_return))
+
+    def on_eval(self, step: int, return_mean: float, return_std: float, wall_time: float) -> None:
+        self.registry.record_eval(self.claim, step, return_mean, return_std, wall_time)
+        self.last_return = return_mean
+        self.announce("eval", step)
+
+    def on_stats(self, step: int, stats: dict[str, float]) -> None:
+        self.registry.record_stats(self.claim, step, stats)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        if not self.registry.record_checkpoint(self.claim, step, str(path)):
+            self.lost.set()
+
+    def on_progress(self, step: int, steps_per_sec: float) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
+        self.rate = steps_per_sec
+        self.announce("progress", step)
+
+    def should_stop(self) -> bool:
+        if self.lost.is_set():
+            raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
+        return self.stop.is_set()
+
+
+def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: threading.Event,
+         artifacts: Path, lease_s: float, wait: bool = False) -> int:
+    """Claim and train runs until none is left (or `stop` is set); returns the number of runs finished."""
+    registry = open_registry(db, create=False)
+    finished = 0
+    try:
+        while not stop.is_set():
+            registry.expire_dead_local()
+            claim = registry.claim(lease_s)
+            if claim is None:
+                if not wait:
+                    break
+                report(WorkerUpdate(worker, "idle"))
+                stop.wait(POLL_S)
+                continue
+            run_dir = Path(artifacts) / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+            sink = RegistrySink(registry, claim, report, worker, stop, lease_s)
+            sink.announce("claimed", 0)
+            try:
+                result = train(claim.config, run_dir, sink)
+            except LeaseLost as exc:
+                report(WorkerUpdate(worker, "lost", claim.run_id, sink.label, message=str(exc)))
+            except KeyboardInterrupt:
+                registry.release(claim)
+                report(WorkerUpdate(worker, "released", claim.run_id, sink.label))
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded with its traceback
+                registry.fail(claim, traceback.format_exc())
+                report(WorkerUpdate(worker, "failed", claim.run_id, sink.label, message=f"{exc.__class__.__name__}: {exc}"))
+            else:
+                if result.finished:
+                    registry.finish(claim, result.steps_done)
+                    finished += 1
+                    report(WorkerUpdate(worker, "finished", claim.run_id, sink.label, result.steps_done,
+                                        claim.config.steps, sink.rate, result.last_return))
+                else:
+                    registry.release(claim)
+                    report(WorkerUpdate(worker, "released", claim.run_id, sink.label, result.steps_done,
+                                        claim.config.steps))
+            finally:
+                sink.close()
+    finally:
+        registry.close()
+    return finished
+
+
+def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease_s: float, wait: bool,
+                  threads: int) -> None:
+    """Entry of a spawned worker: one torch thread, SIGINT/SIGTERM mean 'checkpoint and hand the run back'."""
+    torch.set_num_threads(threads)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        work(db, worker, updates.put, stop, Path(artifacts), lease_s, wait)
+        updates.put(WorkerUpdate(worker, "exited"))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
+        updates.put(WorkerUpdate(worker, "exited", message=f"{exc.__class__.__name__}: {exc}"))
+        raise
+
+
+class WorkerPool:
+    """N worker processes and the stream of their updates; `stop()` asks each to checkpoint and hand back."""
+
+    def __init__(self, db: str, jobs: int, artifacts: Path, lease_s: float, wait: bool = False, threads: int = 1):
+        ctx = mp.get_context("spawn")
+        self.updates: mp.Queue = ctx.Queue()
+        self.processes = [
+            ctx.Process(target=_process_main, name=f"rnm-worker-{i}", daemon=False,
+                        args=(resolve_url(db), i, self.updates, str(artifacts), lease_s, wait, threads))
+            for i in range(jobs)
+        ]
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def alive(self) -> bool:
+        return any(p.is_alive() for p in self.processes)
+
+    def poll(self, timeout: float) -> list[WorkerUpdate]:
+        """Updates that arrived within `timeout` seconds (at least one wait, then whatever is queued)."""
+        out: list[WorkerUpdate] = []
+        try:
+            out.append(self.updates.get(timeout=timeout))
+            while True:
+                out.append(self.updates.get_nowait())
+        except queue_mod.Empty:
+            pass
+        return out
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def join(self) -> list[int | None]:
+        for process in self.processes:
+            process.join()
+        return [p.exitcode for p in self.processes]

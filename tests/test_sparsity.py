@@ -1,0 +1,307 @@
+"""The N:M invariant of nm_mask and satisfies_nm, against an independent brute-force reference, and SparseParams."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from rnmtd3.patterns import Pattern
+from rnmtd3.sparsity import SparseParams, nm_mask, satisfies_nm
+
+PATTERNS = [(2, 4), (1, 4), (1, 8), (4, 8), (1, 2)]
+# Real input widths: Hopper obs 11 (actor) and 11 + 3 (critic), Ant-v5 105 and 105 + 8, Humanoid-v5 348.
+REAL_WIDTHS = [11, 14, 105, 113, 348]
+
+widths = st.one_of(st.sampled_from(REAL_WIDTHS), st.integers(1, 400))
+outs = st.one_of(st.sampled_from([1, 3, 8, 17, 64]), st.integers(1, 48))
+patterns = st.sampled_from(PATTERNS)
+seeds = st.integers(0, 2**32 - 1)
+SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def reference_mask(weight: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Brute force, no padding: in each group of m consecutive weights of a row, keep the entries whose rank
+    (number of group members strictly larger in magnitude, plus equal ones at a lower index) is below n."""
+    magnitude = np.abs(weight)
+    out_features, in_features = weight.shape
+    keep = np.zeros(weight.shape, dtype=bool)
+    for start in range(0, in_features, m):
+        group = magnitude[:, start:start + m]  # (out, r), r = m except maybe the last group
+        r = group.shape[1]
+        for j in range(r):
+            larger = (group > group[:, j:j + 1]).sum(axis=1)
+            equal_before = (group[:, :j] == group[:, j:j + 1]).sum(axis=1)
+            keep[:, start + j] = larger + equal_before < n
+    return keep
+
+
+def group_sizes(in_features: int, m: int) -> list[int]:
+    return [min(m, in_features - start) for start in range(0, in_features, m)]
+
+
+def group_counts(values: np.ndarray, m: int) -> np.ndarray:
+    """Per row and group: how many entries are True/nonzero; shape (out, groups)."""
+    return np.stack([(values[:, s:s + m] != 0).sum(axis=1) for s in range(0, values.shape[1], m)], axis=1)
+
+
+def random_weight(seed: int, out_features: int, in_features: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.standard_normal((out_features, in_features)).astype(np.float32))
+
+
+# -- nm_mask ---------------------------------------------------------------------------------------
+@SETTINGS
+@given(out_features=outs, in_features=widths, nm=patterns, seed=seeds)
+def test_nm_mask_invariant_on_random_normal_weights(out_features, in_features, nm, seed):
+    n, m = nm
+    weight = random_weight(seed, out_features, in_features)
+    mask = nm_mask(weight, n, m)
+    assert mask.dtype == torch.bool and mask.shape == weight.shape
+
+    counts = group_counts(mask.numpy(), m)
+    expected = np.array([min(n, r) for r in group_sizes(in_features, m)])
+    # at most N in every group of M, and exactly min(N, r) in a (trailing) group of r real weights
+    assert (counts <= n).all()
+    assert (counts == expected[None, :]).all()
+    # the kept ones are the largest in magnitude, ties to the lowest index
+    np.testing.assert_array_equal(mask.numpy(), reference_mask(weight.numpy(), n, m))
+
+    sparse = weight * mask
+    assert satisfies_nm(sparse, n, m)
+    # nonzero weights: the sparse weight has exactly the kept entries nonzero
+    np.testing.assert_array_equal(group_counts(sparse.numpy(), m), counts)
+
+
+@SETTINGS
+@given(out_features=outs, in_features=widths, nm=patterns, seed=seeds,
+       levels=st.sampled_from([1, 2, 3, 5]))
+def test_nm_mask_many_exact_ties(out_features, in_features, nm, seed, levels):
+    """Weights drawn from a few values (zeros and sign flips included): ties must go to the lowest index."""
+    n, m = nm
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-levels, levels + 1, size=(out_features, in_features)).astype(np.float32)
+    weight = torch.from_numpy(values)
+    mask = nm_mask(weight, n, m)
+    np.testing.assert_array_equal(mask.numpy(), reference_mask(values, n, m))
+    expected = np.array([min(n, r) for r in group_sizes(in_features, m)])
+    assert (group_counts(mask.numpy(), m) == expected[None, :]).all()
+    assert satisfies_nm(weight * mask, n, m)
+
+
+@pytest.mark.parametrize("n, m", PATTERNS)
+@pytest.mark.parametrize("in_features", REAL_WIDTHS)
+def test_all_equal_weights_keep_the_first_n_of_each_group(n, m, in_features):
+    weight = torch.full((4, in_features), -0.5)
+    mask = nm_mask(weight, n, m)
+    columns = np.arange(in_features)
+    expected = (columns % m) < n
+    assert (mask.numpy() == expected[None, :]).all()
+
+
+def test_all_zero_weights_still_keep_real_slots_not_padding():
+    # 11 inputs at 1:8: groups of 8 and 3; the trailing group keeps its first real (zero) weight
+    mask = nm_mask(torch.zeros(2, 11), 1, 8)
+    expected = np.zeros(11, dtype=bool)
+    expected[[0, 8]] = True
+    assert (mask.numpy() == expected).all()
+
+
+def test_nm_mask_known_example():
+    weight = torch.tensor([[0.1, -0.9, 0.3, 0.2, 5.0, -6.0, 0.0, 1.0, 0.7, -0.8, 0.01]])
+    mask = nm_mask(weight, 2, 4)
+    # groups (0.1, -0.9, 0.3, 0.2), (5, -6, 0, 1) and the trailing (0.7, -0.8, 0.01)
+    assert mask.tolist() == [[False, True, True, False, True, True, False, False, True, True, False]]
+
+
+def test_nm_mask_does_not_modify_or_track_the_weight():
+    weight = torch.randn(8, 14, requires_grad=True)
+    before = weight.detach().clone()
+    mask = nm_mask(weight, 2, 4)
+    assert not mask.requires_grad
+    assert torch.equal(weight.detach(), before)
+
+
+# -- satisfies_nm ----------------------------------------------------------------------------------
+@SETTINGS
+@given(out_features=outs, in_features=widths, nm=patterns, seed=seeds,
+       density=st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.8, 1.0]))
+def test_satisfies_nm_agrees_with_brute_force(out_features, in_features, nm, seed, density):
+    n, m = nm
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((out_features, in_features)).astype(np.float32)
+    values[rng.random(values.shape) >= density] = 0.0
+    expected = bool((group_counts(values, m) <= n).all())
+    assert satisfies_nm(torch.from_numpy(values), n, m) == expected
+
+
+@pytest.mark.parametrize("n, m", PATTERNS)
+@pytest.mark.parametrize("in_features", REAL_WIDTHS)
+def test_satisfies_nm_detects_one_extra_nonzero(n, m, in_features):
+    weight = random_weight(in_features, 5, in_features)
+    sparse = weight * nm_mask(weight, n, m)
+    assert satisfies_nm(sparse, n, m)
+    assert satisfies_nm(torch.zeros_like(sparse), n, m)
+    # revive one pruned weight in a full group: that row now has n + 1 in the group
+    full_groups = [s for s in range(0, in_features, m) if in_features - s >= m and n < m]
+    if not full_groups:
+        return
+    start = full_groups[-1]
+    row = 3
+    pruned = [j for j in range(start, start + m) if sparse[row, j] == 0]
+    sparse[row, pruned[0]] = 1.0
+    assert not satisfies_nm(sparse, n, m)
+
+
+def test_trailing_group_counts_only_real_weights():
+    # 11 inputs at 2:4: the last group is 3 real weights; two nonzero is fine, three is not
+    weight = torch.zeros(1, 11)
+    weight[0, 8:10] = 1.0
+    assert satisfies_nm(weight, 2, 4)
+    weight[0, 10] = 1.0
+    assert not satisfies_nm(weight, 2, 4)
+
+
+# -- SparseParams ------------------------------------------------------------------------------------
+def mlp(in_features=14, hidden=32, out_features=3, seed=0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, out_features))
+
+
+def linears(module):
+    return [layer for layer in module.modules() if isinstance(layer, nn.Linear)]
+
+
+@pytest.mark.parametrize("text", ["2:4", "1:4", "1:8", "4:8", "1:2"])
+def test_sparse_params_projects_every_layer(text):
+    pattern = Pattern.parse(text)
+    module = mlp()
+    dense = [layer.weight.detach().clone() for layer in linears(module)]
+    sp = SparseParams(module, pattern, sparse_io=True)
+    assert len(sp.latent) == len(sp.masks) == 3
+    for layer, original, latent, mask in zip(linears(module), dense, sp.latent, sp.masks):
+        assert torch.equal(latent, original)  # latent keeps the dense values
+        np.testing.assert_array_equal(mask.numpy(), reference_mask(original.numpy(), pattern.n, pattern.m))
+        assert torch.equal(layer.weight.detach(), original * mask)
+        assert satisfies_nm(layer.weight, pattern.n, pattern.m)
+    # biases are not sparse and are optimized as themselves
+    biases = [layer.bias for layer in linears(module)]
+    assert all(any(b is p for p in sp.optim_params) for b in biases)
+    assert not any(w is p for w in sp.weights for p in sp.optim_params)
+
+
+def test_sparse_io_false_leaves_first_and_last_layers_dense():
+    module = mlp()
+    sp = SparseParams(module, Pattern(1, 4), sparse_io=False)
+    first, middle, last = linears(module)
+    assert len(sp.latent) == 1
+    assert int((first.weight != 0).sum()) == first.weight.numel()
+    assert int((last.weight != 0).sum()) == last.weight.numel()
+    assert satisfies_nm(middle.weight, 1, 4) and not satisfies_nm(first.weight, 1, 4)
+
+
+def test_dense_pattern_has_no_sparse_layers():
+    module = mlp()
+    before = [p.detach().clone() for p in module.parameters()]
+    sp = SparseParams(module, Pattern.dense(), sparse_io=True)
+    assert sp.latent == [] and sp.masks == []
+    assert all(a is b for a, b in zip(sp.optim_params, module.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    assert sp.update_masks() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["masked", "ste", "srste"])
+def test_set_grads_rules(mode):
+    decay = 0.3
+    module = mlp()
+    sp = SparseParams(module, Pattern(2, 4), sparse_io=True, grad_mode=mode, srste_decay=decay)
+    torch.manual_seed(1)
+    grads = tuple(torch.randn_like(p) for p in sp.forward_params)
+    given_grads = tuple(g.clone() for g in grads)
+    sp.set_grads(grads)
+    k = 0
+    for i, (param, grad) in enumerate(zip(sp.optim_params, given_grads)):
+        if i in sp.sparse_index:
+            mask = sp.masks[k].float()
+            latent = sp.latent[k]
+            k += 1
+            if mode == "masked":
+                expected = grad * mask
+            elif mode == "ste":
+                expected = grad
+            else:
+                expected = grad + decay * (1 - mask) * latent.detach()
+            torch.testing.assert_close(param.grad, expected, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(param.grad, grad)
+
+
+def test_srste_decay_alone_shrinks_pruned_latents():
+    """With a zero loss gradient, SGD on srste moves only pruned latent weights, by the factor 1 - lr * decay."""
+    lr, decay = 0.1, 0.5
+    results = {}
+    for mode in ("ste", "srste"):
+        module = mlp()
+        sp = SparseParams(module, Pattern(1, 4), sparse_io=True, grad_mode=mode, srste_decay=decay)
+        before = [latent.detach().clone() for latent in sp.latent]
+        optimizer = torch.optim.SGD(sp.optim_params, lr=lr)
+        for _ in range(3):
+            sp.set_grads(tuple(torch.zeros_like(p) for p in sp.forward_params))
+            optimizer.step()
+            sp.project()
+        results[mode] = (sp, before)
+    sp, before = results["ste"]
+    assert all(torch.equal(a, b) for a, b in zip(sp.latent, before))
+    sp, before = results["srste"]
+    for latent, old, mask in zip(sp.latent, before, sp.masks):
+        torch.testing.assert_close(latent[~mask], old[~mask] * (1 - lr * decay) ** 3)
+        assert torch.equal(latent[mask], old[mask])
+        assert satisfies_nm(latent * mask, 1, 4)
+    # and forward weights stay projected
+    for layer, latent, mask in zip(linears(sp.module), sp.latent, sp.masks):
+        assert torch.equal(layer.weight.detach(), latent * mask)
+
+
+def test_srste_decay_under_adam_shrinks_every_pruned_latent():
+    module = mlp()
+    sp = SparseParams(module, Pattern(2, 4), sparse_io=True, grad_mode="srste", srste_decay=2e-4)
+    before = [latent.detach().clone() for latent in sp.latent]
+    optimizer = torch.optim.Adam(sp.optim_params, lr=1e-3)
+    for _ in range(5):
+        sp.set_grads(tuple(torch.zeros_like(p) for p in sp.forward_params))
+        optimizer.step()
+        sp.project()
+    for latent, old, mask in zip(sp.latent, before, sp.masks):
+        # Adam moves each pruned weight by about lr per step toward zero (tiny ones may cross it)
+        large = ~mask & (old.abs() > 10 * 1e-3)
+        assert int(large.sum()) > 0
+        assert (latent[large].abs() < old[large].abs()).all()
+        assert latent[~mask].norm() < old[~mask].norm()
+        assert torch.equal(latent[mask], old[mask])
+
+
+def test_update_masks_returns_flip_fraction_and_follow_targets():
+    online = SparseParams(mlp(seed=0), Pattern(2, 4), sparse_io=True, grad_mode="ste")
+    target_module = mlp(seed=0)
+    target = SparseParams(target_module, Pattern(2, 4), sparse_io=True, grad_mode="ste")
+    target.share_masks_with(online)
+    old = [mask.clone() for mask in online.masks]
+    assert online.update_masks() == 0.0  # nothing changed
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for latent in online.latent:
+            latent.add_(torch.randn(latent.shape, generator=generator) * 0.2)
+    sad = online.update_masks()
+    flipped = sum(int((new != o).sum()) for new, o in zip(online.masks, old))
+    total = sum(o.numel() for o in old)
+    assert 0 < flipped
+    assert sad == pytest.approx(flipped / total)
+    for latent, mask in zip(online.latent, online.masks):
+        np.testing.assert_array_equal(mask.numpy(), reference_mask(latent.detach().numpy(), 2, 4))
+    # the target uses online's new masks after following
+    target.follow(online, 0.5)
+    for layer, mask in zip(linears(target_module), online.masks):
+        assert torch.equal(layer.weight != 0, mask)
+        assert satisfies_nm(layer.weight, 2, 4)
