@@ -1,5 +1,7 @@
 """TD3Agent: the six networks stay N:M through real updates, the gradient rules, SAD, targets and dense runs."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +19,8 @@ ONLINE = ("actor", "critic1", "critic2")
 
 
 def make_agent(pattern="2:4", dims=HOPPER, **changes) -> TD3Agent:
-    settings = {"hidden": (64, 64), "batch_size": 32, "mask_interval": 0, **changes}
-    config = RunConfig(env="Hopper-v5", pattern=Pattern.parse(pattern), seed=0, **settings)
+    settings = {"seed": 0, "hidden": (64, 64), "batch_size": 32, "mask_interval": 0, **changes}
+    config = RunConfig(env="Hopper-v5", pattern=Pattern.parse(pattern), **settings)
     obs_dim, act_dim = dims
     return TD3Agent(config, obs_dim, act_dim, -torch.ones(act_dim), torch.ones(act_dim))
 
@@ -187,8 +189,10 @@ def test_ste_and_srste_move_pruned_latents(grad_mode):
     for name in ONLINE:
         for layer, latent, first, mask in zip(linears(getattr(agent, name)), agent.sparse[name].latent,
                                               initial[name], agent.sparse[name].masks):
-            moved = latent.detach()[~mask] != first[~mask]
-            assert moved.float().mean() > 0.9, name
+            # pruned latents move about as often as active ones (rows of a dead ReLU unit get no gradient)
+            moved = latent.detach() != first
+            assert moved[~mask].float().mean() > 0.25, name
+            assert moved[~mask].float().mean() >= 0.8 * moved[mask].float().mean(), name
             assert (layer.weight.detach()[~mask] == 0).all()
 
 
@@ -353,8 +357,12 @@ def test_state_round_trip_continues_identically():
     stream = list(batches(first, 10))
     for batch, noise in stream[:5]:
         first.update(batch, noise)
+    # through bytes, as the trainer's resume file does (and loadable with weights_only=True)
+    buffer = io.BytesIO()
+    torch.save(first.state(), buffer)
+    buffer.seek(0)
     second = make_agent("2:4", mask_interval=3, lr=1e-2)
-    second.load_state(first.state())
+    second.load_state(torch.load(buffer, weights_only=True))
     for batch, noise in stream[5:]:
         a = first.update(batch, noise)
         b = second.update(batch, noise)

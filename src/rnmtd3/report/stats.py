@@ -29,7 +29,7 @@ from ..patterns import Pattern
 
 DONE = "done"
 SAD_PREFIX = "sad_"
-DEFAULT_REPS = 50_000
+DEFAULT_REPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Report:
     scores: one row per included run (run_id, env, pattern, seed, status, n_evals, final, normalized).
     cells: one row per env x pattern (env, pattern, sparsity, label, n_seeds, n_partial, fewer_seeds, mean, std,
         normalized, best).
-    aggregate: one row per pattern (pattern, sparsity, label, n_runs, n_envs, iqm, ci_low, ci_high).
+    aggregate: one row per pattern (pattern, sparsity, label, n_runs, n_partial, n_envs, iqm, ci_low, ci_high).
     curves: the evaluations of the included runs, for learning curves.
     sad: the `sad_*` training statistics of the included runs.
     """
@@ -152,13 +152,16 @@ def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) 
         iqm, low, high = iqm_interval(per_env, seed=seed, reps=reps)
         parsed = Pattern.parse(pattern)
         rows.append({"pattern": pattern, "sparsity": parsed.sparsity, "label": parsed.label(), "n_runs": len(mine),
-                     "n_envs": len(per_env), "iqm": iqm, "ci_low": low, "ci_high": high})
-    columns = ["pattern", "sparsity", "label", "n_runs", "n_envs", "iqm", "ci_low", "ci_high"]
+                     "n_partial": int((mine["status"] != DONE).sum()), "n_envs": len(per_env), "iqm": iqm, "ci_low": low, "ci_high": high})
+    columns = ["pattern", "sparsity", "label", "n_runs", "n_partial", "n_envs", "iqm", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[str] | None) -> pd.DataFrame:
-    """The runs named by the filters, with patterns canonical; an empty result is a usage error naming what exists."""
+    """The runs named by the filters, with patterns canonical; an empty result is a usage error naming what exists.
+
+    The dense runs stay whatever `patterns` says: they are the denominator of every normalized score.
+    """
     if runs.empty:
         raise UsageError("the database has no runs yet: queue some with `rnm queue` and run them with `rnm run-workers`")
     runs = runs.assign(pattern=[canonical_pattern(p) for p in runs["pattern"]])
@@ -169,11 +172,11 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
                              f"{', '.join(sorted(runs['env'].unique()))}")
         runs = selected
     if patterns:
-        selected = runs[runs["pattern"].isin({canonical_pattern(p) for p in patterns})]
-        if selected.empty:
+        wanted = runs["pattern"].isin({canonical_pattern(p) for p in patterns})
+        if not wanted.any():
             have = sorted(runs["pattern"].unique(), key=pattern_order)
             raise UsageError(f"no runs match --patterns {','.join(patterns)}; the selected runs have: {', '.join(have)}")
-        runs = selected
+        runs = runs[wanted | (runs["pattern"] == str(Pattern.dense()))]
     return runs
 
 
@@ -181,6 +184,10 @@ def _status_counts(runs: pd.DataFrame) -> str:
     """'2 running, 1 failed': the statuses of runs that are not done, for the notes."""
     counts = runs["status"].value_counts()
     return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count != 1 else ''}"
 
 
 def build_report(
@@ -199,7 +206,8 @@ def build_report(
 
     Unfinished and failed runs are left out unless `include_partial`, in which case they are scored on the
     evaluations they have so far. `seed` fixes the bootstrap so that a report is reproducible; `reps` is the
-    number of bootstrap resamples (rliable's default, 50,000, unless a caller needs speed over precision).
+    number of bootstrap resamples: 10,000 keeps a report to seconds; rliable's own default, 50,000, is there for
+    a final paper at five times the wait.
     """
     selected = _select(runs, envs, patterns)
     unfinished = selected[selected["status"] != DONE]
@@ -210,24 +218,24 @@ def build_report(
             raise UsageError(f"no finished runs match ({_status_counts(unfinished)}); "
                              "use --include-partial to report them on their evaluations so far")
         if len(unfinished):
-            notes.append(f"Left out {len(unfinished)} unfinished or failed runs ({_status_counts(unfinished)}); "
+            notes.append(f"Left out {_runs(len(unfinished))} not finished ({_status_counts(unfinished)}); "
                          "--include-partial shows them.")
     scores = final_scores(selected, evals, last_k)
     unscored = selected[~selected["run_id"].isin(scores["run_id"])]
     if scores.empty:
         raise UsageError(f"none of the {len(selected)} matching runs has an evaluation yet")
     if len(unscored):
-        notes.append(f"Left out {len(unscored)} runs with no evaluation yet ({_status_counts(unscored)}).")
+        notes.append(f"Left out {_runs(len(unscored))} with no evaluation yet ({_status_counts(unscored)}).")
     if include_partial and (scores["status"] != DONE).any():
         partial = scores[scores["status"] != DONE]
-        notes.append(f"Includes {len(partial)} unfinished or failed runs ({_status_counts(partial)}), "
+        notes.append(f"Includes {_runs(len(partial))} not finished ({_status_counts(partial)}), "
                      "scored on their evaluations so far (marked †).")
-    repeated = scores.duplicated(["env", "pattern", "seed"]).sum()
+    repeated = int(scores.duplicated(["env", "pattern", "seed"]).sum())
     if repeated:
-        notes.append(f"{repeated} runs repeat an (env, pattern, seed) with another config; their scores are pooled.")
+        notes.append(f"{_runs(repeated)} repeat an (env, pattern, seed) with another config; their scores are pooled.")
     cells = cell_stats(scores)
     if cells["normalized"].isna().any():
-        notes.append("Normalized scores need dense runs with a positive mean on the same env; '-' where missing.")
+        notes.append("Normalized scores need dense runs with a positive mean on the same env; shown as a dash where missing.")
     scores = scores.assign(normalized=normalized_scores(scores))
     included = scores["run_id"]
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]

@@ -1,0 +1,221 @@
+"""Text renderings of a computed Report: markdown, LaTeX and csv. Every number comes from `stats`; this only formats.
+
+Both text formats hold two tables with the same layout (one row per env, one column per pattern, dense first):
+final returns, then normalized scores with the IQM across envs as a last row. The LaTeX compiles with the
+standard preamble LATEX_PREAMBLE (booktabs), which its first line states, so it pastes into a paper as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .stats import Report
+
+FORMATS = ("markdown", "latex", "csv")
+LATEX_PREAMBLE = r"\documentclass{article} \usepackage{booktabs}"
+PARTIAL_MARK = "†"
+MISSING = "-"
+PLUS_MINUS = " ± "
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report as `fmt` text, one of FORMATS."""
+    renderers: dict[str, Callable[[Report], str]] = {
+        "markdown": render_markdown, "latex": render_latex, "csv": render_csv,
+    }
+    if fmt not in renderers:
+        raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return renderers[fmt](report)
+
+
+# ---- the two tables, independent of the output format -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: its text, whether it is the best of its row, and its marks (fewer seeds, partial runs)."""
+
+    text: str
+    bold: bool = False
+    marks: str = ""
+
+
+@dataclass(frozen=True)
+class Grid:
+    caption: str
+    header: list[str]
+    body: list[list[Cell]]
+    footer: list[list[Cell]]
+
+
+def _lookup(report: Report, env: str, pattern: str) -> pd.Series | None:
+    rows = report.cells[(report.cells["env"] == env) & (report.cells["pattern"] == pattern)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _header(report: Report) -> list[str]:
+    labels = report.cells.drop_duplicates("pattern").set_index("pattern")["label"]
+    return ["env", *(labels[p] for p in report.patterns)]
+
+
+def _marks(cell: pd.Series) -> str:
+    """The visible marks of a cell: '(n=3)' for fewer seeds than the table's fullest cell, † for unfinished runs."""
+    marks = []
+    if cell["fewer_seeds"]:
+        marks.append(f"(n={int(cell['n_seeds'])})")
+    if cell["n_partial"]:
+        marks.append(PARTIAL_MARK)
+    return " ".join(marks)
+
+
+def _score_text(cell: pd.Series) -> str:
+    """'3012.4 ± 120.3'; with one seed the sample std is undefined, so only the mean is shown."""
+    if math.isnan(cell["std"]):
+        return f"{cell['mean']:.1f}"
+    return f"{cell['mean']:.1f}{PLUS_MINUS}{cell['std']:.1f}"
+
+
+def _ratio_text(value: float) -> str:
+    return MISSING if math.isnan(value) else f"{value:.2f}"
+
+
+def _seed_phrase(report: Report) -> str:
+    counts = report.cells["n_seeds"]
+    most = int(counts.max())
+    if counts.min() == most:
+        return f"{most} seed{'s' if most != 1 else ''}"
+    return f"up to {most} seeds, (n=k) marking a cell with fewer"
+
+
+def returns_grid(report: Report) -> Grid:
+    """Mean ± std of final returns per env x pattern, best of each row bold, with the seed count in the caption."""
+    body = []
+    for env in report.envs:
+        row = [Cell(env)]
+        for pattern in report.patterns:
+            cell = _lookup(report, env, pattern)
+            row.append(Cell(MISSING) if cell is None else Cell(_score_text(cell), bool(cell["best"]), _marks(cell)))
+        body.append(row)
+    caption = (f"Final return (mean of each run's last {report.last_k} evaluations): mean ± sample std (ddof=1) "
+               f"over {_seed_phrase(report)}; a single seed shows no std. Best of each row in bold.")
+    return Grid(caption, _header(report), body, [])
+
+
+def normalized_grid(report: Report) -> Grid:
+    """Normalized mean per env x pattern, with the IQM and its 95% CI across envs as the footer row."""
+    body = []
+    for env in report.envs:
+        row = [Cell(env)]
+        for pattern in report.patterns:
+            cell = _lookup(report, env, pattern)
+            row.append(Cell(MISSING) if cell is None else Cell(_ratio_text(cell["normalized"]), bool(cell["best"])))
+        body.append(row)
+    agg = report.aggregate.set_index("pattern")
+    best = agg["iqm"].max() if len(agg) else math.nan
+    footer = [Cell("IQM [95% CI]")]
+    for pattern in report.patterns:
+        if pattern not in agg.index:
+            footer.append(Cell(MISSING))
+            continue
+        row = agg.loc[pattern]
+        footer.append(Cell(f"{row['iqm']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]", bool(row["iqm"] == best)))
+    caption = ("Normalized score: a pattern's mean final return over the dense mean on the same env (dense = 1). "
+               "IQM: interquartile mean of the per-run normalized scores across envs, with a 95% stratified "
+               f"bootstrap confidence interval (rliable; {report.reps:,} resamples, seed {report.seed}).")
+    return Grid(caption, _header(report), body, [footer])
+
+
+# ---- markdown -------------------------------------------------------------------------------------------------
+
+def _md_cell(cell: Cell) -> str:
+    text = f"**{cell.text}**" if cell.bold else cell.text
+    return f"{text} {cell.marks}" if cell.marks else text
+
+
+def _md_table(grid: Grid) -> list[str]:
+    """A GitHub table, padded so that its columns line up in a terminal too."""
+    rows = [grid.header, *([_md_cell(c) for c in row] for row in grid.body + grid.footer)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(grid.header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return [line(rows[0]), rule, *(line(row) for row in rows[1:])]
+
+
+def render_markdown(report: Report) -> str:
+    returns, normalized = returns_grid(report), normalized_grid(report)
+    lines = ["**Final return**", "", *_md_table(returns), "", returns.caption, *report.notes, "",
+             "**Normalized score**", "", *_md_table(normalized), "", normalized.caption]
+    return "\n".join(lines) + "\n"
+
+
+# ---- LaTeX ----------------------------------------------------------------------------------------------------
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "†": r"$^\dagger$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text to LaTeX: special characters escaped, ± and † as math, and `--` kept as two hyphens."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("--", "-{}-")
+
+
+def _tex_cell(cell: Cell) -> str:
+    text = "--" if cell.text == MISSING else latex_escape(cell.text)
+    text = rf"\textbf{{{text}}}" if cell.bold else text
+    return f"{text} {latex_escape(cell.marks)}" if cell.marks else text
+
+
+def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
+    """One booktabs float: caption and label on top, footer rows after a rule, notes in small type below."""
+    def line(cells: list[str]) -> str:
+        return " & ".join(cells) + r" \\"
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(grid.caption)}}}",
+             rf"\label{{{label}}}", r"\begin{tabular}{l" + "r" * (len(grid.header) - 1) + "}", r"\toprule",
+             line([latex_escape(h) for h in grid.header]), r"\midrule",
+             *(line([_tex_cell(c) for c in row]) for row in grid.body)]
+    if grid.footer:
+        lines += [r"\midrule", *(line([_tex_cell(c) for c in row]) for row in grid.footer)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines.append(r"\par\smallskip\footnotesize " + " ".join(latex_escape(note) for note in notes))
+    return [*lines, r"\end{table}"]
+
+
+def render_latex(report: Report) -> str:
+    """Two table floats (returns, normalized scores) that compile with LATEX_PREAMBLE, stated in the first line."""
+    lines = [f"% rnm report; needs the preamble: {LATEX_PREAMBLE}", ""]
+    lines += _tex_table(returns_grid(report), "tab:rnm-returns", report.notes)
+    lines += ["", *_tex_table(normalized_grid(report), "tab:rnm-normalized", ())]
+    return "\n".join(lines) + "\n"
+
+
+# ---- csv ------------------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ["env", "pattern", "sparsity", "statistic", "n_seeds", "n_partial", "mean", "std", "normalized",
+               "normalized_ci_low", "normalized_ci_high", "best", "last_k"]
+
+
+def render_csv(report: Report) -> str:
+    """One row per env and pattern (statistic 'mean'), then one per pattern with env 'all' (statistic 'iqm').
+
+    For 'mean' rows, `normalized` is the cell's mean over the dense mean; for 'iqm' rows it is the IQM across envs,
+    `n_seeds` counts the runs pooled, and the CI columns hold its 95% bootstrap interval. Empty means undefined.
+    """
+    cells = report.cells.assign(statistic="mean", normalized_ci_low=math.nan, normalized_ci_high=math.nan,
+                                last_k=report.last_k)
+    agg = report.aggregate.rename(columns={"n_runs": "n_seeds", "iqm": "normalized", "ci_low": "normalized_ci_low",
+                                           "ci_high": "normalized_ci_high"})
+    agg = agg.assign(env="all", statistic="iqm", mean=math.nan, std=math.nan,
+                     best=agg["normalized"] == agg["normalized"].max(), last_k=report.last_k)
+    frame = pd.concat([cells[CSV_COLUMNS], agg[CSV_COLUMNS]], ignore_index=True)
+    return frame.to_csv(index=False, lineterminator="\n")
