@@ -1,7 +1,63 @@
-"""Placeholder until the report module lands (being written in parallel)."""
+"""`rnm report`: the paper-style tables and figures, computed by `rnmtd3.report` from the registry."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from rnmtd3.registry import open_registry
+from rnmtd3.report import build_report, render, write_plots
+from rnmtd3.sweep import split_list
+
+from .common import DbOption, err
+
+
+class Format(str, Enum):
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("report")(report)
+
+
+def report(
+    format_: Format = typer.Option(Format.markdown, "--format", help="table format"),
+    out: Optional[Path] = typer.Option(None, help="write the table to this file instead of stdout"),
+    plots: Optional[Path] = typer.Option(None, help="write the figures (PNG and PDF) into this folder"),
+    last_k: int = typer.Option(10, help="a run's final score is the mean of its last K evaluations"),
+    envs: Optional[str] = typer.Option(None, help="comma list of envs to report (Hopper or Hopper-v5); default all"),
+    patterns: Optional[str] = typer.Option(
+        None, help="comma list of patterns to report (2:4,1:8); the dense baseline is always kept"),
+    include_partial: bool = typer.Option(
+        False, "--include-partial", help="include unfinished and failed runs, scored on their evaluations so far"),
+    seed: int = typer.Option(0, help="seed of the bootstrap confidence intervals"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs) and figures from the finished runs."""
+    registry = open_registry(db, create=False)
+    try:
+        runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
+    finally:
+        registry.close()
+    with err.status("computing the report (bootstrap confidence intervals)"):
+        result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
+                              patterns=split_list(patterns) if patterns else None,
+                              include_partial=include_partial, seed=seed)
+    text = render(result, format_.value)
+    if format_ is Format.csv:
+        for note in result.notes:
+            err.print(note)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"table written to {out}")
+    if plots is not None:
+        paths = write_plots(result, plots)
+        err.print(f"{len(paths)} figure files (PNG and PDF) written to {plots}")

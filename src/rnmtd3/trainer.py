@@ -37,6 +37,10 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> 
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Adam's moments of rarely-active (pruned) weights decay into denormals, which make CPU kernels several
+    # times slower (measured: ReLU backward 350us -> 60us per call); flushing them to zero changes no result
+    # that matters and is deterministic.
+    torch.set_flush_denormal(True)
     device = torch.device(config.device)
     env, eval_env = make_env(config.env), make_env(config.env)
     obs_dim = int(np.prod(env.observation_space.shape))

@@ -152,7 +152,8 @@ def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) 
         iqm, low, high = iqm_interval(per_env, seed=seed, reps=reps)
         parsed = Pattern.parse(pattern)
         rows.append({"pattern": pattern, "sparsity": parsed.sparsity, "label": parsed.label(), "n_runs": len(mine),
-                     "n_partial": int((mine["status"] != DONE).sum()), "n_envs": len(per_env), "iqm": iqm, "ci_low": low, "ci_high": high})
+                     "n_partial": int((mine["status"] != DONE).sum()), "n_envs": len(per_env), "iqm": iqm,
+                     "ci_low": low, "ci_high": high})
     columns = ["pattern", "sparsity", "label", "n_runs", "n_partial", "n_envs", "iqm", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -163,7 +164,7 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
     The dense runs stay whatever `patterns` says: they are the denominator of every normalized score.
     """
     if runs.empty:
-        raise UsageError("the database has no runs yet: queue some with `rnm queue` and run them with `rnm run-workers`")
+        raise UsageError("the database has no runs yet: queue some with `rnm queue`, then `rnm run-workers`")
     runs = runs.assign(pattern=[canonical_pattern(p) for p in runs["pattern"]])
     if envs:
         selected = runs[runs["env"].isin({resolve_env_id(name) for name in envs})]
@@ -175,7 +176,8 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
         wanted = runs["pattern"].isin({canonical_pattern(p) for p in patterns})
         if not wanted.any():
             have = sorted(runs["pattern"].unique(), key=pattern_order)
-            raise UsageError(f"no runs match --patterns {','.join(patterns)}; the selected runs have: {', '.join(have)}")
+            raise UsageError(f"no runs match --patterns {','.join(patterns)}; "
+                             f"the selected runs have: {', '.join(have)}")
         runs = runs[wanted | (runs["pattern"] == str(Pattern.dense()))]
     return runs
 
@@ -229,13 +231,14 @@ def build_report(
     if include_partial and (scores["status"] != DONE).any():
         partial = scores[scores["status"] != DONE]
         notes.append(f"Includes {_runs(len(partial))} not finished ({_status_counts(partial)}), "
-                     "scored on their evaluations so far (marked †).")
+                     "scored on the evaluations they have so far (marked †).")
     repeated = int(scores.duplicated(["env", "pattern", "seed"]).sum())
     if repeated:
         notes.append(f"{_runs(repeated)} repeat an (env, pattern, seed) with another config; their scores are pooled.")
     cells = cell_stats(scores)
     if cells["normalized"].isna().any():
-        notes.append("Normalized scores need dense runs with a positive mean on the same env; shown as a dash where missing.")
+        notes.append("Normalized scores need dense runs with a positive mean on the same env; "
+                     "shown as a dash where missing.")
     scores = scores.assign(normalized=normalized_scores(scores))
     included = scores["run_id"]
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]

@@ -105,7 +105,8 @@ def returns_grid(report: Report) -> Grid:
 
 
 def normalized_grid(report: Report) -> Grid:
-    """Normalized mean per env x pattern, with the IQM and its 95% CI across envs as the footer row."""
+    """Normalized mean per env x pattern, with the IQM across envs and its 95% CI as two footer rows (one row
+    for both would not fit a five-pattern table in a page's width)."""
     body = []
     for env in report.envs:
         row = [Cell(env)]
@@ -115,17 +116,19 @@ def normalized_grid(report: Report) -> Grid:
         body.append(row)
     agg = report.aggregate.set_index("pattern")
     best = agg["iqm"].max() if len(agg) else math.nan
-    footer = [Cell("IQM [95% CI]")]
+    iqm, interval = [Cell("IQM (all envs)")], [Cell("95% CI")]
     for pattern in report.patterns:
         if pattern not in agg.index:
-            footer.append(Cell(MISSING))
+            iqm.append(Cell(MISSING))
+            interval.append(Cell(MISSING))
             continue
         row = agg.loc[pattern]
-        footer.append(Cell(f"{row['iqm']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]", bool(row["iqm"] == best)))
+        iqm.append(Cell(f"{row['iqm']:.2f}", bool(row["iqm"] == best)))
+        interval.append(Cell(f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"))
     caption = ("Normalized score: a pattern's mean final return over the dense mean on the same env (dense = 1). "
                "IQM: interquartile mean of the per-run normalized scores across envs, with a 95% stratified "
                f"bootstrap confidence interval (rliable; {report.reps:,} resamples, seed {report.seed}).")
-    return Grid(caption, _header(report), body, [footer])
+    return Grid(caption, _header(report), body, [iqm, interval])
 
 
 # ---- markdown -------------------------------------------------------------------------------------------------
@@ -169,18 +172,27 @@ def latex_escape(text: str) -> str:
 
 
 def _tex_cell(cell: Cell) -> str:
+    """Marks go up as superscripts, which keeps a five-pattern table inside a page's text width."""
     text = "--" if cell.text == MISSING else latex_escape(cell.text)
     text = rf"\textbf{{{text}}}" if cell.bold else text
-    return f"{text} {latex_escape(cell.marks)}" if cell.marks else text
+    marks = cell.marks.replace(PARTIAL_MARK, "").strip()
+    if marks:
+        text += rf"\textsuperscript{{{marks}}}"
+    return text + (r"$^\dagger$" if PARTIAL_MARK in cell.marks else "")
 
 
 def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
-    """One booktabs float: caption and label on top, footer rows after a rule, notes in small type below."""
+    """One booktabs float: caption and label on top, footer rows after a rule, notes in small type below.
+
+    table* spans both columns of a two-column paper (a five-pattern table needs that width) and is a plain
+    table in a one-column document.
+    """
     def line(cells: list[str]) -> str:
         return " & ".join(cells) + r" \\"
 
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(grid.caption)}}}",
-             rf"\label{{{label}}}", r"\begin{tabular}{l" + "r" * (len(grid.header) - 1) + "}", r"\toprule",
+    lines = [r"\begin{table*}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+             rf"\caption{{{latex_escape(grid.caption)}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{l" + "r" * (len(grid.header) - 1) + "}", r"\toprule",
              line([latex_escape(h) for h in grid.header]), r"\midrule",
              *(line([_tex_cell(c) for c in row]) for row in grid.body)]
     if grid.footer:
@@ -188,7 +200,7 @@ def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
     lines += [r"\bottomrule", r"\end{tabular}"]
     if notes:
         lines.append(r"\par\smallskip\footnotesize " + " ".join(latex_escape(note) for note in notes))
-    return [*lines, r"\end{table}"]
+    return [*lines, r"\end{table*}"]
 
 
 def render_latex(report: Report) -> str:

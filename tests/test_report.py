@@ -1,0 +1,245 @@
+"""The report: every number against an independent pandas computation, the LaTeX through pdflatex, the figures
+on disk, and the usage errors. Frames are built here in the registry's data contract, so no database is needed."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from matplotlib.image import imread
+
+from rnmtd3.errors import UsageError
+from rnmtd3.report import LATEX_PREAMBLE, build_report, render, write_plots
+
+LAST_K = 5
+REPS = 1_000  # bootstrap resamples: enough to test the interval, few enough for a fast test
+BASE = {"Hopper-v5": 3000.0, "Ant-v5": 4000.0}
+FACTOR = {"dense": 1.0, "2:4": 1.1, "1:4": 1.02, "1:8": 0.9}
+
+
+def make_frames(envs: dict[str, float] = BASE, factors: dict[str, float] = FACTOR, seeds: int = 3,
+                n_evals: int = 12, skip: frozenset = frozenset(), status: dict | None = None,
+                sad: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Runs, evals and stats frames as the registry returns them, with known, seeded evaluation values.
+
+    `skip` leaves out (env, pattern, seed) runs, `status` overrides a run's status (default done).
+    """
+    rng = np.random.default_rng(7)
+    runs, evals, stats = [], [], []
+    for env, base in envs.items():
+        for pattern, factor in factors.items():
+            for seed in range(seeds):
+                if (env, pattern, seed) in skip:
+                    continue
+                run_id = len(runs) + 1
+                runs.append(dict(run_id=run_id, env=env, pattern=pattern, seed=seed,
+                                 status=(status or {}).get((env, pattern, seed), "done"), attempts=1,
+                                 steps_done=n_evals * 5000, steps_total=n_evals * 5000, checkpoint=None,
+                                 config_hash=f"hash{run_id}"))
+                for i in range(n_evals):
+                    key = dict(run_id=run_id, env=env, pattern=pattern, seed=seed, step=i * 5000)
+                    evals.append(key | dict(return_mean=base * factor * (i + 1) / n_evals + rng.normal(0, 100),
+                                            return_std=10.0, wall_time=float(i)))
+                    stats.append(key | dict(name="critic_loss", value=1.0))
+                    if sad and pattern != "dense" and i:
+                        stats += [key | dict(name=name, value=0.2 * math.exp(-i / 4) + rng.uniform(0, 0.02))
+                                  for name in ("sad_actor", "sad_critic1", "sad_critic2")]
+    # Rows arrive in no particular order from a database: shuffle so that "last k" must sort by step.
+    evals_frame = pd.DataFrame(evals).sample(frac=1.0, random_state=3).reset_index(drop=True)
+    return pd.DataFrame(runs), evals_frame, pd.DataFrame(stats)
+
+
+def expected_cells(runs: pd.DataFrame, evals: pd.DataFrame, last_k: int) -> pd.DataFrame:
+    """The report's definitions, computed independently: final = mean of the last k evals by step; mean and
+    sample std (ddof=1) over seeds; normalized = cell mean / dense mean on the env."""
+    finals = {}
+    for run_id, group in evals.groupby("run_id"):
+        finals[run_id] = group.sort_values("step")["return_mean"].iloc[-last_k:].mean()
+    done = runs[runs["status"] == "done"].assign(final=lambda f: f["run_id"].map(finals))
+    cells = done.groupby(["env", "pattern"])["final"].agg(["mean", "std", "count"]).reset_index()
+    dense = cells[cells["pattern"] == "dense"].set_index("env")["mean"]
+    cells["normalized"] = cells["mean"] / cells["env"].map(dense)
+    return cells
+
+
+def read_csv(text: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(text))
+
+
+# ---- numbers ----------------------------------------------------------------------------------------------------
+
+def test_every_cell_equals_an_independent_pandas_computation():
+    runs, evals, stats = make_frames(skip=frozenset({("Ant-v5", "1:8", 2)}))
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    table = read_csv(render(report, "csv"))
+    per_env = table[table["statistic"] == "mean"].set_index(["env", "pattern"])
+    expected = expected_cells(runs, evals, LAST_K).set_index(["env", "pattern"])
+    assert sorted(per_env.index) == sorted(expected.index)
+    for key, row in expected.iterrows():
+        got = per_env.loc[key]
+        assert got["mean"] == pytest.approx(row["mean"], rel=1e-12)
+        assert got["std"] == pytest.approx(row["std"], rel=1e-12)
+        assert got["normalized"] == pytest.approx(row["normalized"], rel=1e-12)
+        assert got["n_seeds"] == row["count"]
+    markdown = render(report, "markdown")
+    for (env, pattern), row in expected.iterrows():
+        text = f"{row['mean']:.1f} ± {row['std']:.1f}"
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {env} ") and "±" in line)
+        assert text in line, (env, pattern, line)
+
+
+def test_table_layout_bold_best_and_fewer_seed_mark():
+    runs, evals, stats = make_frames(skip=frozenset({("Ant-v5", "1:8", 2)}))
+    markdown = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "markdown")
+    header = markdown.splitlines()[2]
+    assert [h.strip() for h in header.strip("|").split("|")] == ["env", "dense", "2:4 (50%)", "1:4 (75%)",
+                                                                 "1:8 (87.5%)"]
+    ant = next(line for line in markdown.splitlines() if line.startswith("| Ant-v5") and "±" in line)
+    cells = [c.strip() for c in ant.strip("|").split("|")]
+    assert cells[2].startswith("**") and cells[2].count("**") == 2  # 2:4 is built to be best
+    assert cells[4].endswith("(n=2)") and "(n=" not in "".join(cells[1:4])
+    assert "sample std (ddof=1) over up to 3 seeds" in markdown
+
+
+def test_single_seed_cell_has_no_std_and_still_plots(tmp_path: Path):
+    runs, evals, stats = make_frames(skip=frozenset({("Hopper-v5", "1:8", 1), ("Hopper-v5", "1:8", 2)}))
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    row = read_csv(render(report, "csv")).query("env == 'Hopper-v5' and pattern == '1:8'").iloc[0]
+    assert row["n_seeds"] == 1 and math.isnan(row["std"])
+    line = next(line for line in render(report, "markdown").splitlines()
+                if line.startswith("| Hopper-v5") and "±" in line)
+    assert line.rstrip(" |").endswith("(n=1)") and line.count("±") == 3
+    assert all(path.stat().st_size > 5_000 for path in write_plots(report, tmp_path))
+
+
+def test_iqm_is_rliables_over_per_run_normalized_scores_and_reproducible():
+    runs, evals, stats = make_frames()
+    state = np.random.get_state()
+    first = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, seed=3).aggregate.set_index("pattern")
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state))  # global RNG left as found
+    np.random.seed(12345)  # a different global state must not change the interval
+    again = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, seed=3).aggregate.set_index("pattern")
+    pd.testing.assert_frame_equal(first, again)
+    finals = {run_id: group.sort_values("step")["return_mean"].iloc[-LAST_K:].mean()
+              for run_id, group in evals.groupby("run_id")}
+    scored = runs.assign(final=runs["run_id"].map(finals))
+    dense = scored[scored["pattern"] == "dense"].groupby("env")["final"].mean()
+    for pattern, row in first.iterrows():
+        mine = scored[scored["pattern"] == pattern]
+        normalized = (mine["final"] / mine["env"].map(dense)).to_numpy()
+        assert row["iqm"] == pytest.approx(scipy.stats.trim_mean(normalized, 0.25), rel=1e-12)
+        assert row["ci_low"] <= row["iqm"] <= row["ci_high"]
+        assert row["n_runs"] == len(mine) and row["n_envs"] == 2
+
+
+def test_csv_has_one_row_per_env_and_pattern_plus_the_aggregate():
+    runs, evals, stats = make_frames()
+    table = read_csv(render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "csv"))
+    assert {"env", "pattern", "sparsity", "n_seeds", "mean", "std", "normalized"} <= set(table.columns)
+    assert len(table[table["statistic"] == "mean"]) == len(BASE) * len(FACTOR)
+    assert list(table[table["env"] == "all"]["pattern"]) == ["dense", "2:4", "1:4", "1:8"]
+    assert table.set_index(["env", "pattern"]).loc[("Ant-v5", "1:8"), "sparsity"] == 0.875
+
+
+# ---- partial runs, filters and errors ------------------------------------------------------------------------------
+
+def test_unfinished_runs_are_left_out_and_counted_unless_included():
+    status = {("Hopper-v5", "2:4", 0): "failed", ("Ant-v5", "1:4", 1): "running"}
+    runs, evals, stats = make_frames(status=status)
+    default = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    assert "Left out 2 runs not finished (1 failed, 1 running); --include-partial shows them." in default.notes
+    assert "Left out 2 runs" in render(default, "markdown")
+    assert default.cells.set_index(["env", "pattern"]).loc[("Hopper-v5", "2:4"), "n_seeds"] == 2
+    partial = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, include_partial=True)
+    cell = partial.cells.set_index(["env", "pattern"]).loc[("Hopper-v5", "2:4")]
+    assert cell["n_seeds"] == 3 and cell["n_partial"] == 1
+    assert "†" in render(partial, "markdown") and r"$^\dagger$" in render(partial, "latex")
+
+
+def test_filters_resolve_short_env_names_and_keep_the_dense_baseline():
+    runs, evals, stats = make_frames()
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, envs=["hopper"], patterns=["1:8"])
+    assert report.envs == ("Hopper-v5",) and report.patterns == ("dense", "1:8")
+    assert report.cells["normalized"].notna().all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(envs=["Walker2d"]), "no runs match --envs Walker2d; the database has: Ant-v5, Hopper-v5"),
+    (dict(patterns=["3:4"]), "no runs match --patterns 3:4"),
+    (dict(last_k=0), "--last-k must be at least 1"),
+])
+def test_a_filter_that_matches_nothing_is_a_usage_error(kwargs, message):
+    runs, evals, stats = make_frames(seeds=1)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        build_report(runs, evals, stats, reps=REPS, **kwargs)
+
+
+def test_an_empty_database_is_a_usage_error():
+    runs, evals, stats = (frame.iloc[0:0] for frame in make_frames(seeds=1))
+    with pytest.raises(UsageError, match="no runs yet"):
+        build_report(runs, evals, stats)
+
+
+def test_only_unfinished_runs_is_a_usage_error_naming_include_partial():
+    runs, evals, stats = make_frames(seeds=1)
+    runs["status"] = "running"
+    with pytest.raises(UsageError, match="--include-partial"):
+        build_report(runs, evals, stats)
+
+
+# ---- LaTeX ----------------------------------------------------------------------------------------------------
+
+def test_latex_escapes_and_states_its_preamble():
+    runs, evals, stats = make_frames(envs={"My_Env-v1": 1000.0}, seeds=2)
+    latex = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "latex")
+    assert latex.startswith(f"% rnm report; needs the preamble: {LATEX_PREAMBLE}")
+    assert r"My\_Env-v1" in latex and r"2:4 (50\%)" in latex and "My_Env" not in latex
+    assert latex.count(r"\caption{") == 2 and r"\label{tab:rnm-returns}" in latex and r"\toprule" in latex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed "
+                    "(apt-get install texlive-latex-base texlive-latex-recommended)")
+def test_latex_compiles_with_pdflatex(tmp_path: Path):
+    status = {("My_Env-v1", "2:4", 0): "running"}
+    runs, evals, stats = make_frames(envs={"My_Env-v1": 1000.0, "Ant-v5": 4000.0}, status=status,
+                                     skip=frozenset({("Ant-v5", "1:8", 1), ("Ant-v5", "1:8", 2)}))
+    latex = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, include_partial=True), "latex")
+    document = tmp_path / "report.tex"
+    document.write_text(f"{LATEX_PREAMBLE}\n\\begin{{document}}\n{latex}\n\\end{{document}}\n", encoding="utf-8")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "report.pdf").stat().st_size > 1_000
+
+
+# ---- figures --------------------------------------------------------------------------------------------------
+
+def test_every_figure_is_written_and_non_trivial(tmp_path: Path):
+    runs, evals, stats = make_frames()
+    paths = write_plots(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), tmp_path / "figs")
+    names = {path.name for path in paths}
+    for stem in ("curves_Hopper-v5", "curves_Ant-v5", "normalized_iqm", "sad_Hopper-v5", "sad_Ant-v5"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    for path in paths:
+        assert path.is_file() and path.stat().st_size > 5_000, path
+        if path.suffix == ".png":
+            image = imread(path)
+            assert image.shape[1] > 600 and image.std() > 0.01  # opens, and is not a blank canvas
+        else:
+            assert path.read_bytes().startswith(b"%PDF")
+
+
+def test_dense_only_data_skips_the_sad_figure(tmp_path: Path):
+    runs, evals, stats = make_frames(factors={"dense": 1.0}, sad=False)
+    paths = write_plots(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), tmp_path)
+    assert sorted(path.name for path in paths) == sorted(
+        ["curves_Ant-v5.png", "curves_Ant-v5.pdf", "curves_Hopper-v5.png", "curves_Hopper-v5.pdf",
+         "normalized_iqm.png", "normalized_iqm.pdf"])
