@@ -26,5 +26,9 @@ test-fast: install
 demo: install
 	bash scripts/demo.sh $(DEMO_DIR)
 
+bench: install
+	$(BIN)/pip install -q -e ".[test,bench]"
+	$(BIN)/python bench/bench.py --out bench-results/bench.json
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import open_registry
-from rnmtd3.workers import WorkerPool, WorkerUpdate, default_artifacts
+from rnmtd3.workers import WorkerPool, WorkerUpdate, check_memory, default_artifacts
 
 from .common import DbOption, err, fmt_duration
 
@@ -36,6 +36,7 @@ def run_workers(
     if lease < 10:
         raise UsageError("--lease must be at least 10 seconds")
     registry = open_registry(db, create=False)
+    check_memory(registry, jobs)
     folder = (artifacts or default_artifacts(db)).expanduser().absolute()
     folder.mkdir(parents=True, exist_ok=True)
     pool = WorkerPool(db, jobs, folder, lease, wait=wait, threads=threads_per_worker)

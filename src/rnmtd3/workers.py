@@ -6,6 +6,7 @@ only starts them, forwards stop signals and collects the progress messages they 
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -17,10 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
+from .config import RunConfig
+from .envs import make_env
+from .errors import UsageError
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
+from .replay import replay_bytes
 from .trainer import train
 
 POLL_S = 2.0
@@ -216,3 +222,43 @@ class WorkerPool:
         for process in self.processes:
             process.join()
         return [p.exitcode for p in self.processes]
+
+
+PROCESS_OVERHEAD = 400 * 2**20  # torch, MuJoCo and the interpreter of one worker, measured around 350 MB
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else total physical memory."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def worker_memory(registry: Registry) -> int:
+    """Peak memory one worker may need for the claimable runs: the largest replay buffer among them, plus overhead."""
+    runs = registry.runs_frame()
+    pending = runs[runs["status"].isin(["queued", "running"])]
+    largest, dims = 0, {}
+    for config_json in pending["config"]:
+        config = RunConfig.from_dict(json.loads(config_json))
+        if config.env not in dims:
+            env = make_env(config.env)
+            dims[config.env] = (int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)))
+            env.close()
+        largest = max(largest, replay_bytes(*dims[config.env], min(config.buffer_size, config.steps)))
+    return largest + PROCESS_OVERHEAD
+
+
+def check_memory(registry: Registry, jobs: int) -> None:
+    """Refuse a plan whose workers cannot all hold their largest replay buffer, saying how many would fit."""
+    need, have = worker_memory(registry), available_memory()
+    if jobs * need > have:
+        fit = max(have // need, 0)
+        raise UsageError(f"{jobs} workers need up to {jobs * need / 2**30:.1f} GiB ({need / 2**30:.2f} GiB each, "
+                         f"mostly replay buffers) but {have / 2**30:.1f} GiB is available; at most {fit} worker(s) fit "
+                         "(or lower buffer_size)")

@@ -1,0 +1,182 @@
+"""`make bench`: throughput of rnm's trainer against Stable-Baselines3 TD3, N:M cost, -j scaling, GFLOP/s.
+
+Every measurement runs in its own process with one torch thread; rnm and SB3 runs are interleaved so that a
+noisy neighbour slows both alike, and the printed figures are ratios of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def child(argv: list[str]) -> dict:
+    env = {**os.environ, **ONE_THREAD}
+    out = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- measured in a child process ----------------------------------------------------------------------
+def measure_rnm(env_id: str, pattern: str, start: int, updates: int, precision: str) -> dict:
+    t0 = time.perf_counter()
+    import torch
+
+    from rnmtd3.sinks import MemorySink
+    from rnmtd3.sweep import make_config
+    from rnmtd3.trainer import train
+
+    torch.set_num_threads(1)
+    marks: dict[int, float] = {}
+
+    class Timed(MemorySink):
+        def on_progress(self, step: int, steps_per_sec: float) -> None:
+            marks[step] = time.perf_counter()
+
+    config = make_config(env_id, pattern, 0, {"steps": start + updates, "start_steps": start,
+                                             "eval_interval": 10**9, "eval_episodes": 1, "precision": precision})
+    with tempfile.TemporaryDirectory() as folder:
+        train(config, Path(folder), Timed(), resume=False)
+    first = min(s for s in marks if s > start)
+    rate = (start + updates - first) / (marks[start + updates] - marks[first])
+    return {"steps_per_sec": rate, "process_s": time.perf_counter() - t0}
+
+
+def measure_sb3(env_id: str, start: int, updates: int) -> dict:
+    t0 = time.perf_counter()
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    torch.set_num_threads(1)
+    env = gym.make(env_id)
+    act_dim = env.action_space.shape[0]
+    marks: dict[int, float] = {}
+
+    class Mark(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % 100 == 0:
+                marks[self.num_timesteps] = time.perf_counter()
+            return True
+
+    model = TD3("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=start, batch_size=256,
+                tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, policy_delay=2, target_policy_noise=0.2,
+                target_noise_clip=0.5, action_noise=NormalActionNoise(np.zeros(act_dim), 0.1 * np.ones(act_dim)),
+                policy_kwargs={"net_arch": [256, 256]}, seed=0, device="cpu")
+    model.learn(total_timesteps=start + updates, callback=Mark())
+    first = min(s for s in marks if s > start)
+    rate = (start + updates - first) / (marks[start + updates] - marks[first])
+    return {"steps_per_sec": rate, "process_s": time.perf_counter() - t0}
+
+
+def measure_peak() -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        n, t = 10, time.perf_counter()
+        for _ in range(n):
+            a @ b
+        out[name] = 2 * 1024**3 * n / (time.perf_counter() - t) / 1e9
+    return out
+
+
+def update_gflop(obs: int, act: int, hidden: tuple[int, ...] = (256, 256), batch: int = 256, delay: int = 2) -> float:
+    """Matrix-multiply FLOPs of one TD3 update (the actor's share divided by policy_delay), in GFLOP."""
+    def layers(inp: int, out: int) -> list[tuple[int, int]]:
+        sizes = [inp, *hidden, out]
+        return list(zip(sizes[:-1], sizes[1:]))
+
+    def fwd(ls):
+        return sum(2 * batch * i * o for i, o in ls)
+
+    actor, critic = layers(obs, act), layers(obs + act, 1)
+    critic_step = 2 * fwd(critic) + fwd(actor) + 2 * fwd(critic)  # q1, q2; target actor; two target critics
+    critic_step += 2 * (2 * fwd(critic) - 2 * batch * critic[0][0] * critic[0][1])  # weight grads + input grads
+    actor_step = fwd(actor) + fwd(critic) + 2 * fwd(critic) + 2 * fwd(actor)  # forward, backward through both
+    return (critic_step + actor_step / delay) / 1e9
+
+
+def sweep_wall(jobs: int, runs: int, steps: int) -> float:
+    rnm = str(Path(sys.executable).parent / "rnm")
+    with tempfile.TemporaryDirectory() as folder:
+        db = str(Path(folder) / "bench.db")
+        subprocess.run([rnm, "queue", "--envs", "Hopper", "--patterns", "2:4", "--seeds", str(runs),
+                        "--no-baseline", "--steps", str(steps), "--set", f"start_steps={steps // 3}",
+                        "--set", "eval_episodes=1", "--db", db], check=True, capture_output=True)
+        t = time.perf_counter()
+        subprocess.run([rnm, "run-workers", "-j", str(jobs), "--db", db], check=True, capture_output=True)
+        return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="bench-results/bench.json")
+    parser.add_argument("--updates", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    start, n = 1000, args.updates
+    results: dict[str, list[float]] = {}
+
+    def record(key: str, value: float) -> None:
+        results.setdefault(key, []).append(value)
+        print(f"  {key}: {value:.1f}", flush=True)
+
+    for _ in range(args.repeats):
+        for env_id in ("Hopper-v5", "Ant-v5"):
+            record(f"{env_id}/sb3", child(["sb3", env_id, str(start), str(n)])["steps_per_sec"])
+            for pattern in ("dense", "2:4", "1:8"):
+                record(f"{env_id}/rnm/{pattern}/fp32",
+                       child(["rnm", env_id, pattern, str(start), str(n), "fp32"])["steps_per_sec"])
+            record(f"{env_id}/rnm/dense/bf16", child(["rnm", env_id, "dense", str(start), str(n), "bf16"])["steps_per_sec"])
+        record("sweep/j1_s", sweep_wall(1, 4, 1500))
+        record("sweep/j2_s", sweep_wall(2, 4, 1500))
+    med = {key: statistics.median(values) for key, values in results.items()}
+    peak = child(["peak"])
+    figures: dict[str, float] = {}
+    for env_id, dims in (("Hopper-v5", (11, 3)), ("Ant-v5", (105, 8))):
+        sb3 = med[f"{env_id}/sb3"]
+        dense = med[f"{env_id}/rnm/dense/fp32"]
+        figures[f"{env_id}: rnm dense fp32 / sb3"] = dense / sb3
+        figures[f"{env_id}: rnm dense bf16 / sb3"] = med[f"{env_id}/rnm/dense/bf16"] / sb3
+        for pattern in ("2:4", "1:8"):
+            figures[f"{env_id}: N:M overhead {pattern} (dense/sparse - 1)"] = dense / med[f"{env_id}/rnm/{pattern}/fp32"] - 1
+        gflop = update_gflop(*dims)
+        figures[f"{env_id}: update GFLOP/s fp32 (of peak {peak['fp32']:.0f})"] = gflop * dense
+        figures[f"{env_id}: update GFLOP/s bf16 (of peak {peak['bf16']:.0f})"] = gflop * med[f"{env_id}/rnm/dense/bf16"]
+    figures["sweep: -j2 throughput / -j1"] = med["sweep/j1_s"] / med["sweep/j2_s"]
+    report = {"machine": {"cpu_count": os.cpu_count(), "platform": sys.platform}, "median_steps_per_sec": med,
+              "peak_gflops": peak, "ratios": figures, "updates_per_measure": n, "repeats": args.repeats}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(figures, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("rnm", "sb3", "peak"):
+        kind, rest = sys.argv[1], sys.argv[2:]
+        if kind == "rnm":
+            result = measure_rnm(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4])
+        elif kind == "sb3":
+            result = measure_sb3(rest[0], int(rest[1]), int(rest[2]))
+        else:
+            result = measure_peak()
+        print(json.dumps(result))
+    else:
+        main()
