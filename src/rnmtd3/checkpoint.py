@@ -70,7 +70,12 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def load_resume(run_dir: Path) -> dict[str, Any] | None:
-    """The resume state of a run folder, or None where the run never reached a checkpoint."""
+    """The resume state of a run folder, or None where the run never reached a checkpoint.
+
+    Temporary files of a save that was killed half-way are removed: they can be as large as the replay buffer.
+    """
+    for stale in Path(run_dir).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     path = Path(run_dir) / RESUME
     if not path.exists():
         return None
