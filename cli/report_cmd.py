@@ -10,7 +10,6 @@ from typing import Optional
 import typer
 
 from rnmtd3.registry import open_registry
-from rnmtd3.report import build_report, render, write_plots
 from rnmtd3.sweep import split_list
 
 from .common import DbOption, err
@@ -40,6 +39,8 @@ def report(
     db: Optional[str] = DbOption,
 ) -> None:
     """Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs) and figures from the finished runs."""
+    from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
+
     registry = open_registry(db, create=False)
     try:
         runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
@@ -52,12 +53,12 @@ def report(
     text = render(result, format_.value)
     if format_ is Format.csv:
         for note in result.notes:
-            err.print(note)
+            err.print(note, soft_wrap=True)
     if out is None:
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
-        err.print(f"table written to {out}")
+        err.print(f"table written to {out}", soft_wrap=True)
     if plots is not None:
         paths = write_plots(result, plots)
-        err.print(f"{len(paths)} figure files (PNG and PDF) written to {plots}")
+        err.print(f"{len(paths)} figure files (PNG and PDF) written to {plots}", soft_wrap=True)

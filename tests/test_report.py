@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,73 @@ def test_dense_only_data_skips_the_sad_figure(tmp_path: Path):
     assert sorted(path.name for path in paths) == sorted(
         ["curves_Ant-v5.png", "curves_Ant-v5.pdf", "curves_Hopper-v5.png", "curves_Hopper-v5.pdf",
          "normalized_iqm.png", "normalized_iqm.pdf"])
+
+
+# ---- the command --------------------------------------------------------------------------------------------------
+
+def fill_registry(db: Path) -> None:
+    """A small registry written through its public API: Hopper dense and 2:4, two seeds done, one run left queued."""
+    from rnmtd3.registry import open_registry
+    from rnmtd3.sweep import make_config
+
+    registry = open_registry(db, create=True)
+    try:
+        configs = [make_config("Hopper", pattern, seed, {"steps": 1000}) for pattern in ("dense", "2:4")
+                   for seed in (0, 1)]
+        registry.enqueue([*configs, make_config("Hopper", "2:4", 2, {"steps": 1000})])
+        for _ in configs:
+            claim = registry.claim()
+            factor = 1.1 if str(claim.config.pattern) == "2:4" else 1.0
+            for i in range(4):
+                registry.record_eval(claim, i * 250, factor * (100.0 * i + claim.config.seed), 1.0, float(i))
+                if factor > 1 and i:
+                    registry.record_stats(claim, i * 250, {"sad_actor": 0.1 / i, "sad_critic1": 0.2 / i})
+            registry.finish(claim, 1000)
+    finally:
+        registry.close()
+
+
+def test_cli_report_prints_the_table_and_writes_figures(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rnm_cli.main import app
+
+    db = tmp_path / "rnm.db"
+    fill_registry(db)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "csv", "--last-k", "2",
+                                      "--plots", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    table = read_csv(result.stdout).set_index(["env", "pattern"])
+    assert table.loc[("Hopper-v5", "dense"), "mean"] == pytest.approx(250.5)  # mean of 200, 300 and 201, 301
+    assert table.loc[("Hopper-v5", "2:4"), "normalized"] == pytest.approx(1.1)
+    assert "Left out 1 run not finished (1 queued)" in result.stderr
+    assert f"written to {tmp_path / 'figs'}" in result.stderr
+    assert (tmp_path / "figs" / "sad_Hopper-v5.png").stat().st_size > 5_000
+    out = tmp_path / "table.tex"
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "latex", "--out", str(out)])
+    assert result.exit_code == 0 and result.stdout == "" and out.read_text().startswith("% rnm report")
+
+
+def test_cli_empty_database_is_one_line_and_exit_2(tmp_path: Path):
+    from rnmtd3.registry import open_registry
+
+    db = tmp_path / "empty.db"
+    open_registry(db, create=True).close()
+    rnm = Path(sys.executable).with_name("rnm")
+    result = subprocess.run([str(rnm), "report", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "rnm: error: the database has no runs yet: queue some with `rnm queue`, then `rnm run-workers`"]
+
+
+def test_cli_filter_matching_nothing_raises_the_usage_error_that_main_maps_to_exit_2(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rnm_cli.main import app
+
+    db = tmp_path / "rnm.db"
+    fill_registry(db)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--patterns", "1:8"])
+    assert isinstance(result.exception, UsageError) and result.stdout == ""
+    assert str(result.exception) == "no runs match --patterns 1:8; the selected runs have: dense, 2:4"

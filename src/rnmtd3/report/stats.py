@@ -3,7 +3,7 @@
 Definitions, in one place so that tables, plots and tests agree:
 - a run's final score is the mean of its last `last_k` evaluations (by step);
 - a cell (env x pattern) is the mean and the sample std (ddof=1) of its runs' final scores; with one seed the std
-  is undefined and stays NaN (tables show it as '-');
+  is undefined and stays NaN (tables show the mean alone, csv an empty field);
 - the normalized score of a cell is its mean over the dense cell's mean on the same env; it is left undefined
   (NaN) where the env has no dense runs or their mean is not positive, since a ratio to a non-positive
   baseline does not order patterns;
