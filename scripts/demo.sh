@@ -5,7 +5,7 @@ dir="${1:-demo}"
 rnm="$(pwd)/.venv/bin/rnm"
 rm -rf "$dir" && mkdir -p "$dir" && cd "$dir"
 echo "demo folder: $(pwd)"
-"$rnm" queue --envs Pendulum-v1,InvertedPendulum --patterns 2:4,1:8 --seeds 2 --steps 6000 \
+"$rnm" queue --envs InvertedPendulum,InvertedDoublePendulum --patterns 2:4,1:8 --seeds 2 --steps 6000 \
     --set start_steps=1000 --set eval_interval=1000 --set eval_episodes=5 --set hidden=64x64 \
     --set mask_interval=1000 --set checkpoint_interval=2000
 "$rnm" run-workers -j 2

@@ -112,7 +112,8 @@ def normalized_grid(report: Report) -> Grid:
         row = [Cell(env)]
         for pattern in report.patterns:
             cell = _lookup(report, env, pattern)
-            row.append(Cell(MISSING) if cell is None else Cell(_ratio_text(cell["normalized"]), bool(cell["best"])))
+            defined = cell is not None and math.isfinite(cell["normalized"])
+            row.append(Cell(_ratio_text(cell["normalized"]), bool(cell["best"])) if defined else Cell(MISSING))
         body.append(row)
     agg = report.aggregate.set_index("pattern")
     best = agg["iqm"].max() if len(agg) else math.nan
