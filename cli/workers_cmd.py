@@ -48,7 +48,7 @@ def run_workers(
         if stopping["count"] == 1:
             err.print("stopping: each worker checkpoints at its next episode boundary and hands its run back "
                       "(Ctrl-C again to stop without the checkpoint)")
-        pool.stop()
+        pool.stop(now=stopping["count"] > 1)
 
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)

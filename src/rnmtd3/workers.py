@@ -164,20 +164,26 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
 
 def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease_s: float, wait: bool,
                   threads: int) -> None:
-    """Entry of a spawned worker: one torch thread, SIGINT/SIGTERM mean 'checkpoint and hand the run back'."""
+    """Entry of a spawned worker: one torch thread; the parent's SIGTERM means 'checkpoint and hand the run back',
+    its SIGUSR1 'hand it back now'. A terminal's Ctrl-C reaches the whole process group, so workers ignore SIGINT
+    and let the parent decide, which keeps the order of the two requests unambiguous."""
     torch.set_num_threads(threads)
     stop = threading.Event()
 
-    def on_signal(signum, frame):  # noqa: ARG001
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+    def on_term(signum, frame):  # noqa: ARG001
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def on_abort(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_abort)
     try:
         work(db, worker, updates.put, stop, Path(artifacts), lease_s, wait)
         updates.put(WorkerUpdate(worker, "exited"))
+    except KeyboardInterrupt:  # aborted between runs: a run claimed in that instant is reaped as a dead pid's
+        updates.put(WorkerUpdate(worker, "exited", message="aborted"))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
         updates.put(WorkerUpdate(worker, "exited", message=f"{exc.__class__.__name__}: {exc}"))
         raise
@@ -213,10 +219,11 @@ class WorkerPool:
             pass
         return out
 
-    def stop(self) -> None:
+    def stop(self, now: bool = False) -> None:
+        """Ask every worker to checkpoint and hand its run back; `now` skips the checkpoint."""
         for process in self.processes:
             if process.is_alive() and process.pid:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signal.SIGUSR1 if now else signal.SIGTERM)
 
     def join(self) -> list[int | None]:
         for process in self.processes:
