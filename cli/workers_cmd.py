@@ -28,6 +28,8 @@ def run_workers(
     wait: bool = typer.Option(False, "--wait", help="keep polling for new work instead of exiting when idle"),
     artifacts: Optional[Path] = typer.Option(None, help="checkpoint folder (default: rnm-artifacts/ beside the db)"),
     lease: float = typer.Option(60.0, help="seconds a silent worker keeps its run before others take it over"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run the workers as Ray tasks: a cluster ADDRESS, "
+                                      "'auto' (a running cluster) or 'local' (start one here)"),
     db: Optional[str] = DbOption,
 ) -> None:
     """Drain the queue with N worker processes; Ctrl-C checkpoints every run and hands it back to the queue."""
@@ -39,6 +41,9 @@ def run_workers(
     check_memory(registry, jobs)
     folder = (artifacts or default_artifacts(db)).expanduser().absolute()
     folder.mkdir(parents=True, exist_ok=True)
+    if ray is not None:
+        _run_on_ray(ray, db, jobs, folder, lease, wait, threads_per_worker, registry)
+        return
     pool = WorkerPool(db, jobs, folder, lease, wait=wait, threads=threads_per_worker)
     board = Board(jobs)
     stopping = {"count": 0}
@@ -74,10 +79,30 @@ def run_workers(
         raise typer.Exit(1)
 
 
+def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: bool, threads: int, registry) -> None:
+    """Ray places the workers; the display shows the registry's counts, since Ray tasks send no updates."""
+    from rnmtd3.ray_workers import RayPool
+
+    pool = RayPool(address, db, jobs, folder, lease, wait=wait, threads=threads)
+    board = Board(0)
+    signal.signal(signal.SIGINT, lambda signum, frame: pool.stop())
+    signal.signal(signal.SIGTERM, lambda signum, frame: pool.stop())
+    try:
+        with Live(board.render(registry), console=err, refresh_per_second=1) as live:
+            while pool.alive():
+                pool.wait(2.0)
+                board.refresh_counts(registry)
+                live.update(board.render(registry))
+        err.print(f"{pool.finished()} run(s) finished by {jobs} Ray worker(s)")
+    finally:
+        pool.shutdown()
+
+
 class Board:
     """The live display's state, built from worker updates and the registry's counts."""
 
     def __init__(self, jobs: int):
+        self.workers = jobs
         self.rows: dict[int, WorkerUpdate] = {i: WorkerUpdate(i, "starting") for i in range(jobs)}
         self.counts: dict[str, int] = {}
         self.log: list[str] = []
@@ -91,6 +116,15 @@ class Board:
     def refresh_counts(self, registry) -> None:
         runs = registry.runs_frame()
         self.counts = runs["status"].value_counts().to_dict() if not runs.empty else {}
+        if not self.workers:  # Ray tasks send no updates: show the running runs as the registry has them
+            running = runs[runs["status"] == "running"] if not runs.empty else runs
+            self.rows = {
+                int(r.run_id): WorkerUpdate(int(r.run_id), f"{r.worker_host}:{r.worker_pid}", int(r.run_id),
+                                            f"#{r.run_id} {r.env} {r.pattern} s{r.seed}", int(r.steps_done),
+                                            int(r.steps_total), float(r.steps_per_sec or 0.0),
+                                            None if r.last_return != r.last_return else r.last_return)
+                for r in running.itertuples()
+            }
 
     def render(self, registry) -> Table:
         table = Table(title=f"rnm workers on {registry.url}", title_justify="left")

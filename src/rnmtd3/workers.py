@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -26,6 +27,7 @@ from .envs import make_env
 from .errors import UsageError
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
+from .checkpoint import RESUME
 from .replay import replay_bytes
 from .trainer import train
 
@@ -116,6 +118,13 @@ class RegistrySink:
         return self.stop.is_set()
 
 
+def run_folder(claim: Claim, artifacts: Path) -> Path:
+    """The folder of the run's last checkpoint when this host can reach it (a shared filesystem), else a new one."""
+    if claim.checkpoint and Path(claim.checkpoint).parent.is_dir():
+        return Path(claim.checkpoint).parent
+    return artifacts / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+
+
 def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: threading.Event,
          artifacts: Path, lease_s: float, wait: bool = False) -> int:
     """Claim and train runs until none is left (or `stop` is set); returns the number of runs finished."""
@@ -131,7 +140,10 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
                 report(WorkerUpdate(worker, "idle"))
                 stop.wait(POLL_S)
                 continue
-            run_dir = Path(artifacts) / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+            run_dir = run_folder(claim, Path(artifacts))
+            if claim.checkpoint and not (run_dir / RESUME).exists():
+                registry.note(claim, f"checkpoint {claim.checkpoint} not reachable from {socket.gethostname()}; "
+                                     "restarted from step 0")
             sink = RegistrySink(registry, claim, report, worker, stop, lease_s)
             sink.announce("claimed", 0)
             try:

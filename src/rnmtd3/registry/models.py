@@ -41,6 +41,7 @@ class Run(Base):
     last_return: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)  # events worth knowing that are not errors (a lost checkpoint)
 
     __table_args__ = (Index("ix_runs_status", "status"),)
 

@@ -166,6 +166,13 @@ class Registry:
             result = session.execute(update(Run).where(*self._held(claim)).values(steps_done=step, checkpoint=path))
         return result.rowcount == 1
 
+    def note(self, claim: Claim, text: str) -> bool:
+        """Append a line to the run's notes (kept across attempts)."""
+        with self._tx() as session:
+            result = session.execute(update(Run).where(*self._held(claim)).values(
+                notes=func.coalesce(Run.notes + "\n", "") + text))
+        return result.rowcount == 1
+
     def finish(self, claim: Claim, steps_done: int) -> bool:
         now = self._now()
         with self._tx() as session:
@@ -221,7 +228,7 @@ class Registry:
         columns = [Run.id.label("run_id"), Run.env, Run.pattern, Run.seed, Run.status, Run.attempts,
                    Run.steps_done, Run.steps_total, Run.checkpoint, Run.config_hash, Run.worker_host,
                    Run.worker_pid, Run.created_at, Run.started_at, Run.finished_at, Run.heartbeat_at,
-                   Run.steps_per_sec, Run.last_return, Run.error, Run.config]
+                   Run.steps_per_sec, Run.last_return, Run.error, Run.notes, Run.config]
         return self._frame(select(*columns).order_by(Run.id))
 
     def evals_frame(self) -> pd.DataFrame:

@@ -1,0 +1,23 @@
+"""run notes
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-25 08:25:02.018018
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('notes', sa.Text(), nullable=True))
+
+def downgrade() -> None:
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_column('notes')
