@@ -92,6 +92,9 @@ class RunConfig:
         unknown = set(data) - set(config_keys()) - {"env", "pattern", "seed"}
         if unknown:
             raise UsageError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        missing = {"env", "pattern", "seed"} - set(data)
+        if missing:
+            raise UsageError(f"config lacks {', '.join(sorted(missing))}")
         values = dict(data)
         values["pattern"] = Pattern.parse(values["pattern"])
         if "hidden" in values:
