@@ -29,10 +29,7 @@ def train(
     threads: int = typer.Option(1, help="torch threads"),
 ) -> None:
     """Train one RNM-TD3 agent in the foreground, writing OUT/checkpoint.pt and OUT/evals.csv as it goes."""
-    values = single_values(set_)
-    if steps is not None:
-        values["steps"] = steps
-    config = make_config(env, pattern, seed, values)
+    config = make_config(env, pattern, seed, single_values(set_, steps=steps))
     run_dir = prepare_out_dir(out)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),

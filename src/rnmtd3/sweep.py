@@ -25,9 +25,9 @@ def make_config(env: str, pattern: str | Pattern, seed: int, values: dict[str, A
     return RunConfig(env=resolve_env_id(env), pattern=pat, seed=seed, **(values or {}))
 
 
-def single_values(assignments: list[str]) -> dict[str, Any]:
-    """`--set` for one run: each key takes exactly one value."""
-    swept = parse_assignments(assignments)
+def single_values(assignments: list[str], steps: int | None = None) -> dict[str, Any]:
+    """`--set` (and `--steps`) for one run: each key takes exactly one value."""
+    swept = _with_steps(parse_assignments(assignments), steps)
     for key, values in swept.items():
         if len(values) != 1:
             raise UsageError(f"--set {key} has {len(values)} values; a single run takes one (queue sweeps lists)")
@@ -46,14 +46,18 @@ def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int, assignments
     pats = list(dict.fromkeys(Pattern.parse(p) for p in patterns))
     if baseline and Pattern.dense() not in pats:
         pats.insert(0, Pattern.dense())
-    swept = parse_assignments(list(assignments))
-    if steps is not None:
-        if "steps" in swept:
-            raise UsageError("give steps either as --steps or as --set steps=..., not both")
-        swept["steps"] = [steps]
+    swept = _with_steps(parse_assignments(list(assignments)), steps)
     keys = list(swept)
     configs = []
     for env, pattern, combo, seed in itertools.product(env_ids, pats, itertools.product(*swept.values()),
                                                        range(seeds)):
         configs.append(RunConfig(env=env, pattern=pattern, seed=seed, **dict(zip(keys, combo))))
     return list(dict.fromkeys(configs))
+
+
+def _with_steps(swept: dict[str, list[Any]], steps: int | None) -> dict[str, list[Any]]:
+    if steps is not None:
+        if "steps" in swept:
+            raise UsageError("give steps either as --steps or as --set steps=..., not both")
+        swept["steps"] = [steps]
+    return swept

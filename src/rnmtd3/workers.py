@@ -95,12 +95,14 @@ class RegistrySink:
                                  self.claim.config.steps, self.rate, self.last_return))
 
     def on_eval(self, step: int, return_mean: float, return_std: float, wall_time: float) -> None:
-        self.registry.record_eval(self.claim, step, return_mean, return_std, wall_time)
+        if not self.registry.record_eval(self.claim, step, return_mean, return_std, wall_time):
+            raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
         self.last_return = return_mean
         self.announce("eval", step)
 
     def on_stats(self, step: int, stats: dict[str, float]) -> None:
-        self.registry.record_stats(self.claim, step, stats)
+        if not self.registry.record_stats(self.claim, step, stats):
+            raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         if not self.registry.record_checkpoint(self.claim, step, str(path)):

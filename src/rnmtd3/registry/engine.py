@@ -7,6 +7,7 @@ queue on the lock instead of failing mid-transaction with "database is locked" (
 from __future__ import annotations
 
 import os
+import sqlite3
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def resolve_url(db: str | os.PathLike | None) -> str:
     if "://" in raw:
         try:
             make_url(raw)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise UsageError(f"bad database URL {safe_url(raw)!r}") from None
         return raw
     return f"sqlite:///{Path(raw).expanduser().absolute()}"
@@ -41,7 +42,7 @@ def safe_url(url: str) -> str:
     """The URL with its password masked: the only form that is ever printed or stored."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
 
 
@@ -75,6 +76,9 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise UsageError(f"cannot use database {safe_url(url)}: {exc}") from None
+    except ImportError as exc:
+        raise UsageError(f"cannot use database {safe_url(url)}: its driver is missing ({exc.name}); for "
+                         "PostgreSQL: pip install 'rnmtd3[postgres]'") from None
 
 
 def _sqlite_on_connect(dbapi_connection, connection_record) -> None:  # noqa: ARG001 - event signature
@@ -140,3 +144,20 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
         raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from None
     if head and head != SQLITE_MAGIC:
         raise DatabaseError(f"{path} is not an rnm database (not a SQLite file); give another --db")
+    if head:
+        _check_sqlite_tables(path)
+
+
+def _check_sqlite_tables(path: Path) -> None:
+    """Refuse a foreign SQLite file through a read-only connection, before any pragma can touch its header."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot read database {path}: {exc}") from None
+    if tables and "alembic_version" not in tables:
+        raise DatabaseError(f"{path} is not an rnm database (it has tables {', '.join(sorted(tables))}); "
+                            "give another --db")

@@ -146,20 +146,27 @@ class Registry:
             result = session.execute(update(Run).where(*self._held(claim)).values(**values))
         return result.rowcount == 1
 
-    def record_eval(self, claim: Claim, step: int, return_mean: float, return_std: float, wall_time: float) -> None:
+    def record_eval(self, claim: Claim, step: int, return_mean: float, return_std: float, wall_time: float) -> bool:
+        """Store an evaluation if the claim still holds the run; False (nothing written) when it was lost."""
         with self._tx() as session:
+            held = session.execute(update(Run).where(*self._held(claim)).values(last_return=return_mean))
+            if held.rowcount != 1:
+                return False
             session.execute(self._insert_ignore(Evaluation), [
                 {"run_id": claim.run_id, "step": step, "return_mean": return_mean, "return_std": return_std,
                  "wall_time": wall_time}])
-            session.execute(update(Run).where(*self._held(claim)).values(last_return=return_mean))
+        return True
 
-    def record_stats(self, claim: Claim, step: int, stats: dict[str, float]) -> None:
-        if not stats:
-            return
+    def record_stats(self, claim: Claim, step: int, stats: dict[str, float]) -> bool:
+        """Store training statistics if the claim still holds the run; False (nothing written) when it was lost."""
         with self._tx() as session:
-            session.execute(self._insert_ignore(TrainStat), [
-                {"run_id": claim.run_id, "step": step, "name": name, "value": float(value)}
-                for name, value in stats.items()])
+            if session.scalar(select(func.count()).select_from(Run).where(*self._held(claim))) != 1:
+                return False
+            if stats:
+                session.execute(self._insert_ignore(TrainStat), [
+                    {"run_id": claim.run_id, "step": step, "name": name, "value": float(value)}
+                    for name, value in stats.items()])
+        return True
 
     def record_checkpoint(self, claim: Claim, step: int, path: str) -> bool:
         with self._tx() as session:
