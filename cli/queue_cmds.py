@@ -12,7 +12,8 @@ from rich.table import Table
 
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import EnqueueResult, database_exists, open_registry
-from rnmtd3.summary import evals_export, pattern_order, runs_export, summarize
+from rnmtd3.patterns import Pattern
+from rnmtd3.summary import evals_export, runs_export, summarize
 from rnmtd3.sweep import expand, split_list
 
 from .common import DbOption, err, fmt_duration, out
@@ -55,7 +56,7 @@ def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> N
     table = Table(title="would queue" if dry_run else "queued", title_justify="left")
     for column in ("env", "pattern", "new runs", "already queued"):
         table.add_column(column, justify="right" if "runs" in column or "already" in column else "left")
-    keys = sorted(set(new) | set(old), key=lambda k: (k[0], pattern_order(p for _, p in set(new) | set(old)).index(k[1])))
+    keys = sorted(set(new) | set(old), key=lambda k: (k[0], Pattern.sort_key(k[1])))
     for env, pattern in keys:
         table.add_row(env, pattern, str(new[(env, pattern)]), str(old[(env, pattern)]))
     err.print(table)
@@ -72,8 +73,10 @@ def status(db: Optional[str] = DbOption) -> None:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
         return
     table = Table(title=f"runs in {registry.url}", title_justify="left")
-    for column in ("env", "pattern", "queued", "running", "done", "failed", "cancelled", "progress"):
-        table.add_column(column, justify="left" if column in ("env", "pattern") else "right")
+    table.add_column("env", no_wrap=True, min_width=int(summary.counts["env"].str.len().max()))
+    table.add_column("pattern", no_wrap=True)
+    for column in ("queued", "running", "done", "failed", "cancel", "progress"):
+        table.add_column(column, justify="right")
     for row in summary.counts.itertuples(index=False):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
         table.add_row(row.env, row.pattern, str(row.queued), str(row.running), str(row.done), str(row.failed),

@@ -49,6 +49,12 @@ class Pattern:
     def __str__(self) -> str:
         return "dense" if self.is_dense else f"{self.n}:{self.m}"
 
+    @staticmethod
+    def sort_key(text: str) -> tuple[float, int, int]:
+        """Column order of every table: dense first, then by increasing sparsity, ties by N:M."""
+        pattern = Pattern.parse(text)
+        return (pattern.sparsity, pattern.n, pattern.m)
+
     def label(self) -> str:
         """Header text for tables and legends, e.g. '2:4 (50%)'."""
         return "dense" if self.is_dense else f"{self} ({self.sparsity:.1%})".replace(".0%", "%")

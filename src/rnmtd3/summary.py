@@ -12,11 +12,6 @@ from .patterns import Pattern
 from .registry import STATUSES
 
 
-def pattern_order(patterns) -> list[str]:
-    """Dense first, then by increasing sparsity: the column order of every table."""
-    return sorted(set(patterns), key=lambda p: (Pattern.parse(p).sparsity, Pattern.parse(p)))
-
-
 @dataclass(frozen=True)
 class StatusSummary:
     counts: pd.DataFrame  # one row per (env, pattern): a column per status, steps_done, steps_total
@@ -34,8 +29,8 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
     steps = runs.groupby(["env", "pattern"])[["steps_done", "steps_total"]].sum()
     counts = counts.join(steps).reset_index()
-    counts["_order"] = counts["pattern"].map({p: i for i, p in enumerate(pattern_order(counts["pattern"]))})
-    counts = counts.sort_values(["env", "_order"]).drop(columns="_order").reset_index(drop=True)
+    counts = counts.sort_values(["env", "pattern"], key=lambda col: col.map(Pattern.sort_key) if col.name == "pattern"
+                                else col).reset_index(drop=True)
     counts.columns.name = None
     active = runs[runs["status"].isin(["queued", "running"])]
     total = int(runs.loc[runs["status"] != "cancelled", "steps_total"].sum())

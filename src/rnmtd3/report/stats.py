@@ -57,12 +57,6 @@ class Report:
     notes: tuple[str, ...]
 
 
-def pattern_order(pattern: str) -> tuple[float, int, int]:
-    """Sort key for columns: dense first, then by increasing sparsity, ties by N:M (Pattern's own order is by N)."""
-    parsed = Pattern.parse(pattern)
-    return (parsed.sparsity, parsed.n, parsed.m)
-
-
 def canonical_pattern(text: str) -> str:
     """'2:4', ' 2 : 4' and 'DENSE' all name one column, so the registry's text is normalized once here."""
     return str(Pattern.parse(text))
@@ -98,7 +92,7 @@ def cell_stats(scores: pd.DataFrame) -> pd.DataFrame:
     cells["fewer_seeds"] = cells["n_seeds"] < cells["n_seeds"].max()
     cells["sparsity"] = [Pattern.parse(p).sparsity for p in cells["pattern"]]
     cells["label"] = [Pattern.parse(p).label() for p in cells["pattern"]]
-    order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], pattern_order(cells["pattern"].iat[i])))
+    order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], Pattern.sort_key(cells["pattern"].iat[i])))
     columns = ["env", "pattern", "sparsity", "label", "n_seeds", "n_partial", "fewer_seeds", "mean", "std",
                "normalized", "best"]
     return cells.iloc[order][columns].reset_index(drop=True)
@@ -146,7 +140,7 @@ def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) 
     the same seed, so a pattern's interval does not change when other patterns are filtered in or out."""
     normalized = scores.assign(normalized=normalized_scores(scores)).dropna(subset=["normalized"])
     rows = []
-    for pattern in sorted(normalized["pattern"].unique(), key=pattern_order):
+    for pattern in sorted(normalized["pattern"].unique(), key=Pattern.sort_key):
         mine = normalized[normalized["pattern"] == pattern]
         per_env = [group["normalized"].to_numpy()[:, None] for _, group in mine.groupby("env")]
         iqm, low, high = iqm_interval(per_env, seed=seed, reps=reps)
@@ -175,7 +169,7 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
     if patterns:
         wanted = runs["pattern"].isin({canonical_pattern(p) for p in patterns})
         if not wanted.any():
-            have = sorted(runs["pattern"].unique(), key=pattern_order)
+            have = sorted(runs["pattern"].unique(), key=Pattern.sort_key)
             raise UsageError(f"no runs match --patterns {','.join(patterns)}; "
                              f"the selected runs have: {', '.join(have)}")
         runs = runs[wanted | (runs["pattern"] == str(Pattern.dense()))]
@@ -249,7 +243,7 @@ def build_report(
         curves=_with_keys(evals[evals["run_id"].isin(included)], scores),
         sad=_with_keys(sad, scores),
         envs=tuple(sorted(scores["env"].unique())),
-        patterns=tuple(sorted(scores["pattern"].unique(), key=pattern_order)),
+        patterns=tuple(sorted(scores["pattern"].unique(), key=Pattern.sort_key)),
         last_k=last_k,
         seed=seed,
         reps=reps,
