@@ -230,5 +230,6 @@ def render_csv(report: Report) -> str:
                                            "ci_high": "normalized_ci_high"})
     agg = agg.assign(env="all", statistic="iqm", mean=math.nan, std=math.nan,
                      best=agg["normalized"] == agg["normalized"].max(), last_k=report.last_k)
-    frame = pd.concat([cells[CSV_COLUMNS], agg[CSV_COLUMNS]], ignore_index=True)
+    parts = [part[CSV_COLUMNS] for part in (cells, agg) if not part.empty]  # no aggregate without a dense baseline
+    frame = pd.concat(parts, ignore_index=True)
     return frame.to_csv(index=False, lineterminator="\n")
