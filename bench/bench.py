@@ -144,8 +144,8 @@ def main() -> None:
                 record(f"{env_id}/rnm/{pattern}/fp32",
                        child(["rnm", env_id, pattern, str(start), str(n), "fp32"])["steps_per_sec"])
             record(f"{env_id}/rnm/dense/bf16", child(["rnm", env_id, "dense", str(start), str(n), "bf16"])["steps_per_sec"])
-        record("sweep/j1_s", sweep_wall(1, 4, 1500))
-        record("sweep/j2_s", sweep_wall(2, 4, 1500))
+        record("sweep/j1_s", sweep_wall(1, 4, 4000))
+        record("sweep/j2_s", sweep_wall(2, 4, 4000))
     med = {key: statistics.median(values) for key, values in results.items()}
     peak = child(["peak"])
     figures: dict[str, float] = {}

@@ -102,7 +102,8 @@ class SparseParams:
     def project(self) -> None:
         """Forward weight := latent * mask (pruned entries exactly zero)."""
         if self.latent:
-            torch._foreach_copy_(self.weights, torch._foreach_mul(self.latent, self._float_masks))
+            torch._foreach_copy_(self.weights, self.latent)
+            torch._foreach_mul_(self.weights, self._float_masks)
 
     @torch.no_grad()
     def follow(self, online: "SparseParams", tau: float) -> None:
