@@ -10,10 +10,8 @@ echo "demo folder: $(pwd)"
     --set mask_interval=1000 --set checkpoint_interval=2000
 "$rnm" run-workers -j 2
 "$rnm" status
-if "$rnm" report --help >/dev/null 2>&1 && "$rnm" --help | grep -q " report "; then
-    "$rnm" report --format markdown --out report.md --plots figures
-    "$rnm" report --format latex --out report.tex
-    cat report.md
-    echo "table: $(pwd)/report.md and $(pwd)/report.tex; figures: $(pwd)/figures/"
-fi
+"$rnm" report --format markdown --out report.md --plots figures
+"$rnm" report --format latex --out report.tex
+cat report.md
+echo "table: $(pwd)/report.md and $(pwd)/report.tex; figures: $(pwd)/figures/"
 echo "database: $(pwd)/rnm.db; checkpoints: $(pwd)/rnm-artifacts/"

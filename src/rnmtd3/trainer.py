@@ -160,3 +160,11 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> 
     env.close()
     eval_env.close()
     return TrainResult(config.steps, True, resumed_from, last_return)
+
+
+def resume(run_dir: Path, sink: Sink) -> TrainResult:
+    """Continue the run saved in `run_dir` (its config is read from the checkpoint) to its last step."""
+    state = ckpt.load_resume(Path(run_dir))
+    if state is None:
+        raise UsageError(f"{run_dir} holds no resumable checkpoint ({ckpt.RESUME})")
+    return train(RunConfig.from_dict(state["config"]), Path(run_dir), sink)
