@@ -216,3 +216,21 @@ def test_td3_learns_pendulum(tmp_path, pattern):
     assert means[0] < -1000  # the untrained policy is bad, so the bar below means something
     assert max(means) >= -250, returns
     assert means[-1] >= -600, returns
+
+
+def test_resume_reads_the_config_from_the_folder_and_finishes_the_run(tmp_path):
+    from rnmtd3.sweep import make_config
+    from rnmtd3.trainer import resume
+
+    config = make_config("Pendulum-v1", "2:4", 0, {"steps": 800, "start_steps": 100, "eval_interval": 200,
+                                                   "eval_episodes": 1, "hidden": (16, 16),
+                                                   "checkpoint_interval": 200})
+    stopped = MemorySink(stop_after_checkpoint=True)
+    first = train(config, tmp_path / "run", stopped, resume=False)
+    assert not first.finished and 0 < first.steps_done < 800
+    rest = MemorySink()
+    result = resume(tmp_path / "run", rest)
+    assert result.finished and result.resumed_from == first.steps_done
+    assert [s for s, _, _ in rest.evals] == list(range(first.steps_done + 200, 801, 200))
+    with pytest.raises(UsageError):
+        resume(tmp_path / "empty", MemorySink())

@@ -164,7 +164,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> 
 
 def resume(run_dir: Path, sink: Sink) -> TrainResult:
     """Continue the run saved in `run_dir` (its config is read from the checkpoint) to its last step."""
-    state = ckpt.load_resume(Path(run_dir))
-    if state is None:
-        raise UsageError(f"{run_dir} holds no resumable checkpoint ({ckpt.RESUME})")
-    return train(RunConfig.from_dict(state["config"]), Path(run_dir), sink)
+    public = Path(run_dir) / ckpt.CHECKPOINT  # small, unlike resume.pt with its replay buffer; same config
+    if not (Path(run_dir) / ckpt.RESUME).exists() or not public.exists():
+        raise UsageError(f"{run_dir} holds no resumable checkpoint ({ckpt.RESUME} and {ckpt.CHECKPOINT})")
+    return train(RunConfig.from_dict(ckpt.load(public)["config"]), Path(run_dir), sink)
