@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rnmtd3.runs import prepare_out_dir, train_foreground
+from rnmtd3.config import key_defaults
+from rnmtd3.runs import train_foreground
 from rnmtd3.sweep import make_config, single_values
 
 console = Console(stderr=True)
@@ -17,6 +19,7 @@ console = Console(stderr=True)
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("keys")(keys)
 
 
 def train(
@@ -24,23 +27,37 @@ def train(
     pattern: str = typer.Option("2:4", help="N:M pattern such as 2:4, 1:8, or dense"),
     seed: int = typer.Option(0, help="random seed"),
     steps: Optional[int] = typer.Option(None, help="environment steps (default 1e6)"),
-    set_: list[str] = typer.Option([], "--set", help="config key=value, repeatable (see `rnm keys`)"),
+    set_: list[str] = typer.Option([], "--set", help="config key=value, repeatable (`rnm keys` lists them)"),
     out: Path = typer.Option(..., help="folder for checkpoint.pt and evals.csv; an existing run there resumes"),
     threads: int = typer.Option(1, help="torch threads"),
 ) -> None:
     """Train one RNM-TD3 agent in the foreground, writing OUT/checkpoint.pt and OUT/evals.csv as it goes."""
     config = make_config(env, pattern, seed, single_values(set_, steps=steps))
-    run_dir = prepare_out_dir(out)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),
                TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"{config.env} {config.pattern} seed {config.seed}", total=config.steps,
-                                 rate=0.0, ret="-")
-        result = train_foreground(
-            config, run_dir, threads=threads,
-            on_progress=lambda step, rate: progress.update(task, completed=step, rate=rate),
-            on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"),
-        )
+    progress = Progress(*columns, console=console)
+    task = progress.add_task(f"{config.env} {config.pattern} seed {config.seed}", total=config.steps, rate=0.0,
+                             ret="-")
+
+    def on_progress(step: int, rate: float) -> None:
+        progress.start()  # first shown once training runs, so a refused device or folder prints one line only
+        progress.update(task, completed=step, rate=rate)
+
+    try:
+        result = train_foreground(config, out, threads=threads, on_progress=on_progress,
+                                  on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"))
+    finally:
+        progress.stop()
     state = "finished" if result.finished else f"stopped at step {result.steps_done:,} (run again to resume)"
-    console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {run_dir}")
+    console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {out.absolute()}")
+
+
+def keys() -> None:
+    """List the config keys that --set takes, with their defaults and meaning."""
+    table = Table(title="config keys (--set key=value)", title_justify="left")
+    for column in ("key", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for key, (default, meaning) in key_defaults().items():
+        table.add_row(key, default, meaning)
+    Console().print(table)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnmtd3.config import RunConfig, config_keys, key_help, parse_assignments, parse_value
+from rnmtd3.config import RunConfig, config_keys, key_defaults, parse_assignments, parse_value
 from rnmtd3.errors import UsageError
 from rnmtd3.patterns import Pattern
 
@@ -57,7 +57,8 @@ def test_every_mission_key_is_a_config_key():
     keys = set(config_keys())
     assert mission_keys <= keys
     assert not {"env", "pattern", "seed"} & keys
-    assert set(key_help()) == keys and all(key_help().values())
+    assert set(key_defaults()) == keys and all(meaning for _, meaning in key_defaults().values())
+    assert key_defaults()["hidden"][0] == "256x256" and key_defaults()["sparse_io"][0] == "true"
 
 
 @pytest.mark.parametrize(

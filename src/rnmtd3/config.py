@@ -121,8 +121,13 @@ def config_keys() -> list[str]:
     return [name for name in _FIELDS if name not in ("env", "pattern", "seed")]
 
 
-def key_help() -> dict[str, str]:
-    return {name: _FIELDS[name].metadata["help"] for name in config_keys()}
+def key_defaults() -> dict[str, tuple[str, str]]:
+    """key -> (default as a user writes it, help text): what `rnm keys` shows."""
+    def written(value: Any) -> str:
+        return "x".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() if isinstance(
+            value, bool) else str(value)
+
+    return {name: (written(_FIELDS[name].default), _FIELDS[name].metadata["help"]) for name in config_keys()}
 
 
 def parse_value(key: str, text: str) -> Any:

@@ -12,7 +12,7 @@ import torch
 from .config import RunConfig
 from .errors import UsageError
 from .sinks import FileSink
-from .trainer import TrainResult, train
+from .trainer import TrainResult, require_device, train
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -29,10 +29,13 @@ def prepare_out_dir(out: Path) -> Path:
     return out
 
 
-def train_foreground(config: RunConfig, run_dir: Path, threads: int = 1,
+def train_foreground(config: RunConfig, out: Path, threads: int = 1,
                      on_progress: Callable[[int, float], None] | None = None,
                      on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train in this process; SIGINT/SIGTERM ask for a checkpoint at the next episode boundary, then return."""
+    """Train in this process into `out`, which is created only once the device and folder are known to work;
+    SIGINT/SIGTERM ask for a checkpoint at the next episode boundary, then return."""
+    require_device(config.device)
+    run_dir = prepare_out_dir(out)
     torch.set_num_threads(threads)
     stop = {"asked": False}
 

@@ -29,12 +29,19 @@ class TrainResult:
     last_return: float | None
 
 
+def require_device(device: str) -> None:
+    """Checked when a run starts, not when it is queued: the queueing machine may have no GPU."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device={device} but this torch ({torch.__version__}) sees no CUDA device")
+
+
 def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> TrainResult:
     """Run `config` to `config.steps`, reporting to `sink`; resume from `run_dir`'s checkpoint when there is one.
 
     Checkpoints are taken at the first episode boundary after each checkpoint_interval, and when the sink asks
     to stop; at a boundary the environment's RNG state is all the simulator state a resume needs.
     """
+    require_device(config.device)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Adam's moments of rarely-active (pruned) weights decay into denormals, which make CPU kernels several

@@ -13,21 +13,20 @@ import queue as queue_mod
 import signal
 import socket
 import threading
-import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .checkpoint import RESUME
 from .config import RunConfig
 from .envs import make_env
 from .errors import UsageError
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
-from .checkpoint import RESUME
 from .replay import replay_bytes
 from .trainer import train
 
@@ -57,7 +56,6 @@ class WorkerUpdate:
     steps_per_sec: float = 0.0
     last_return: float | None = None
     message: str = ""
-    time: float = field(default_factory=time.time)
 
 
 class RegistrySink:
