@@ -18,6 +18,7 @@ import pandas as pd
 
 from rnmtd3.config import RunConfig
 from rnmtd3.patterns import Pattern
+from rnmtd3.registry.store import _pid_alive
 
 RNM = Path(sys.executable).parent / "rnm"
 
@@ -141,15 +142,5 @@ def kill_quietly(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Alive and not a zombie, as the registry judges a worker."""
+    return _pid_alive(pid)

@@ -194,6 +194,28 @@ def test_expire_dead_local_frees_runs_of_dead_processes_only(registry):
     assert registry.expire_dead_local() == []  # the new holder (this process) is alive
 
 
+def test_a_killed_but_unreaped_worker_counts_as_dead(registry):
+    """A worker killed while its parent has not reaped it yet is a zombie: its run must be freed at once."""
+    (run_id,) = enqueue(registry, 1)
+    zombie = subprocess.Popen(["true"])
+    try:
+        wait_for_zombie(zombie.pid)
+        registry.claim(pid=zombie.pid)
+        assert registry.expire_dead_local() == [run_id]
+    finally:
+        zombie.wait()
+
+
+def wait_for_zombie(pid: int) -> None:
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(") ", 1)[-1].split()[0] == "Z":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not become a zombie")
+
+
 def test_expire_dead_local_ignores_other_hosts(registry):
     enqueue(registry, 1)
     registry.claim(host="some-other-host", pid=dead_pid())

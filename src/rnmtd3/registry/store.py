@@ -268,10 +268,15 @@ def open_registry(db: str | os.PathLike | None = None, create: bool = True) -> R
 
 
 def _pid_alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a killed worker its parent has not reaped yet is dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(") ", 1)[-1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): existence is all we can tell
+        return True
