@@ -10,8 +10,8 @@ echo "demo folder: $(pwd)"
     --set mask_interval=1000 --set checkpoint_interval=2000
 "$rnm" run-workers -j 2
 "$rnm" status
-"$rnm" report --format markdown --out report.md --plots figures
-"$rnm" report --format latex --out report.tex
+"$rnm" report --format markdown --out report.md --plots figures --last-k 3
+"$rnm" report --format latex --out report.tex --last-k 3
 cat report.md
 echo "table: $(pwd)/report.md and $(pwd)/report.tex; figures: $(pwd)/figures/"
 echo "database: $(pwd)/rnm.db; checkpoints: $(pwd)/rnm-artifacts/"
