@@ -39,5 +39,6 @@ def main() -> None:
 def _fail(message: object, code: int) -> None:
     if os.environ.get("RNM_DEBUG") and isinstance(message, BaseException):
         raise message
-    print(f"rnm: error: {message}", file=sys.stderr)
+    line = " ".join(str(message).split())  # a library message with newlines (a driver's) still prints as one line
+    print(f"rnm: error: {line}", file=sys.stderr)
     sys.exit(code)

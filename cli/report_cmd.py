@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from rnmtd3.registry import open_registry
-from rnmtd3.sweep import split_list
+from rnmtd3.sweep import single_values, split_list
 
 from .common import DbOption, err
 
@@ -35,12 +35,15 @@ def report(
         None, help="comma list of patterns to report (2:4,1:8); the dense baseline is always kept"),
     include_partial: bool = typer.Option(
         False, "--include-partial", help="include unfinished and failed runs, scored on their evaluations so far"),
+    set_: list[str] = typer.Option([], "--set", help="report the runs with this config value (key=value, "
+                                   "repeatable): one setting of a --set sweep"),
     seed: int = typer.Option(0, help="seed of the bootstrap confidence intervals"),
     db: Optional[str] = DbOption,
 ) -> None:
     """Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs) and figures from the finished runs."""
     from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
 
+    where = single_values(set_)
     registry = open_registry(db, create=False)
     try:
         runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
@@ -49,7 +52,7 @@ def report(
     with err.status("computing the report (bootstrap confidence intervals)"):
         result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
                               patterns=split_list(patterns) if patterns else None,
-                              include_partial=include_partial, seed=seed)
+                              include_partial=include_partial, where=where, seed=seed)
     text = render(result, format_.value)
     if format_ is Format.csv:
         for note in result.notes:

@@ -48,7 +48,8 @@ def train(
         result = train_foreground(config, out, threads=threads, on_progress=on_progress,
                                   on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"))
     finally:
-        progress.stop()
+        if progress.live.is_started:
+            progress.stop()
     state = "finished" if result.finished else f"stopped at step {result.steps_done:,} (run again to resume)"
     console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {out.absolute()}")
 

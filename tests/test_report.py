@@ -314,3 +314,30 @@ def test_cli_filter_matching_nothing_raises_the_usage_error_that_main_maps_to_ex
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--patterns", "1:8"])
     assert isinstance(result.exception, UsageError) and result.stdout == ""
     assert str(result.exception) == "no runs match --patterns 1:8; the selected runs have: dense, 2:4"
+
+
+def test_a_swept_key_is_reported_one_setting_at_a_time(tmp_path: Path):
+    """Runs that differ in more than the seed are never pooled into one cell; --set picks one setting, and a key
+    that dense runs ignore (mask_interval) keeps the single dense baseline that the sweep queued."""
+    from rnmtd3.registry import open_registry
+    from rnmtd3.sweep import expand
+
+    configs = expand(["Hopper"], ["2:4"], 2, ["mask_interval=20,40"], steps=1000)
+    assert sum(c.pattern.is_dense for c in configs) == 2  # one dense run per seed, not one per mask_interval
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue(configs)
+    while (claim := registry.claim()) is not None:
+        base = 200.0 if claim.config.pattern.is_dense else claim.config.mask_interval * 10.0
+        for i in range(3):
+            registry.record_eval(claim, i * 500, base + claim.config.seed, 1.0, float(i))
+        registry.finish(claim, 1000)
+    runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
+    registry.close()
+    with pytest.raises(UsageError, match="mask_interval in 20, 40"):
+        build_report(runs, evals, stats, last_k=1)
+    report = build_report(runs, evals, stats, last_k=1, where={"mask_interval": 40})
+    cells = report.cells.set_index("pattern")
+    assert cells.loc["2:4", "mean"] == pytest.approx(400.5) and cells.loc["dense", "mean"] == pytest.approx(200.5)
+    assert cells.loc["2:4", "normalized"] == pytest.approx(400.5 / 200.5)
+    with pytest.raises(UsageError, match="no runs match --set mask_interval=7"):
+        build_report(runs, evals, stats, where={"mask_interval": 7})

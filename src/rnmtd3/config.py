@@ -115,6 +115,21 @@ class RunConfig:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
+SPARSITY_KEYS = ("mask_interval", "grad_mode", "srste_decay", "sparse_io")
+"""Keys that change nothing in a dense run: a sweep over them queues its dense baseline once."""
+
+
+def canonical(config: RunConfig) -> RunConfig:
+    """The config with SPARSITY_KEYS at their defaults when the pattern is dense (same run, same hash)."""
+    if not config.pattern.is_dense:
+        return config
+    return config.replace(**{key: _FIELDS[key].default for key in SPARSITY_KEYS})
+
+
+def json_value(value: Any) -> Any:
+    """A parsed value as it stands in a stored config's JSON (hidden as a list)."""
+    return list(value) if isinstance(value, tuple) else value
+
 
 def config_keys() -> list[str]:
     """The keys a user may set (`--set key=value`): everything but env, pattern and seed."""

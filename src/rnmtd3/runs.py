@@ -23,9 +23,14 @@ def prepare_out_dir(out: Path) -> Path:
     parent = out
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise UsageError(f"--out {out} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out} cannot be written (no write permission on {parent})")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # /proc, /sys, a read-only mount: access() said yes, the filesystem says no
+        raise UsageError(f"--out {out} cannot be created: {exc.strerror}") from None
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterable
 
-from .config import RunConfig, parse_assignments
+from .config import RunConfig, canonical, parse_assignments
 from .envs import resolve_env_id
 from .errors import UsageError
 from .patterns import Pattern
@@ -51,7 +51,7 @@ def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int, assignments
     configs = []
     for env, pattern, combo, seed in itertools.product(env_ids, pats, itertools.product(*swept.values()),
                                                        range(seeds)):
-        configs.append(RunConfig(env=env, pattern=pattern, seed=seed, **dict(zip(keys, combo))))
+        configs.append(canonical(RunConfig(env=env, pattern=pattern, seed=seed, **dict(zip(keys, combo)))))
     return list(dict.fromkeys(configs))
 
 

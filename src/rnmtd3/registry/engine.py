@@ -137,6 +137,8 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
         return
     if path.is_dir():
         raise UsageError(f"--db {path} is a folder, not a database file")
+    if path.stat().st_size == 0 and not create:  # an empty file is a database still to create: leave it be
+        raise UsageError(f"no rnm database at {path} (the file is empty); queue runs first or give --db")
     try:
         with path.open("rb") as handle:
             head = handle.read(len(SQLITE_MAGIC))

@@ -13,16 +13,19 @@ Definitions, in one place so that tables, plots and tests agree:
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
+from ..config import SPARSITY_KEYS, json_value
 from ..envs import resolve_env_id
 from ..errors import UsageError
 from ..patterns import Pattern
@@ -152,14 +155,24 @@ def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) 
     return pd.DataFrame(rows, columns=columns)
 
 
-def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[str] | None) -> pd.DataFrame:
+def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[str] | None,
+            where: dict[str, Any] | None = None) -> pd.DataFrame:
     """The runs named by the filters, with patterns canonical; an empty result is a usage error naming what exists.
 
-    The dense runs stay whatever `patterns` says: they are the denominator of every normalized score.
+    The dense runs stay whatever `patterns` says: they are the denominator of every normalized score; and a
+    `where` on a key that a dense run ignores (SPARSITY_KEYS) does not drop them.
     """
     if runs.empty:
         raise UsageError("the database has no runs yet: queue some with `rnm queue`, then `rnm run-workers`")
     runs = runs.assign(pattern=[canonical_pattern(p) for p in runs["pattern"]])
+    for key, value in (where or {}).items():
+        configs = runs["config"].map(json.loads)
+        matches = configs.map(lambda c, k=key: c.get(k) == json_value(value))
+        ignored = (runs["pattern"] == str(Pattern.dense())) & (key in SPARSITY_KEYS)
+        if not (matches & ~ignored).any():
+            have = sorted({str(c.get(key)) for c in configs})
+            raise UsageError(f"no runs match --set {key}={value}; the runs have {key} in {', '.join(have)}")
+        runs = runs[matches | ignored]
     if envs:
         selected = runs[runs["env"].isin({resolve_env_id(name) for name in envs})]
         if selected.empty:
@@ -174,6 +187,26 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
                              f"the selected runs have: {', '.join(have)}")
         runs = runs[wanted | (runs["pattern"] == str(Pattern.dense()))]
     return runs
+
+
+def _refuse_mixed_settings(runs: pd.DataFrame) -> None:
+    """A cell is a mean over seeds of one setting: runs of one (env, pattern) that differ in another key (a `--set`
+    sweep) are refused with the keys to choose from, never pooled into one cell."""
+    if "config" not in runs.columns:
+        return
+    varying: dict[str, set[str]] = {}
+    for (_, pattern), group in runs.groupby(["env", "pattern"]):
+        ignore = {"seed", *(SPARSITY_KEYS if pattern == str(Pattern.dense()) else ())}
+        configs = [json.loads(c) for c in group["config"]]
+        for key in set().union(*configs) - ignore:
+            values = {json.dumps(c.get(key)) for c in configs}
+            if len(values) > 1:
+                varying.setdefault(key, set()).update(values)
+    if varying:
+        choices = "; ".join(f"{key} in {', '.join(sorted(v))}" for key, v in sorted(varying.items()))
+        example = next(iter(sorted(varying)))
+        raise UsageError(f"the selected runs differ in more than the seed ({choices}); report one setting at a "
+                         f"time, e.g. --set {example}=...")
 
 
 def _status_counts(runs: pd.DataFrame) -> str:
@@ -195,6 +228,7 @@ def build_report(
     envs: Sequence[str] | None = None,
     patterns: Sequence[str] | None = None,
     include_partial: bool = False,
+    where: dict[str, Any] | None = None,
     seed: int = 0,
     reps: int = DEFAULT_REPS,
 ) -> Report:
@@ -202,10 +236,10 @@ def build_report(
 
     Unfinished and failed runs are left out unless `include_partial`, in which case they are scored on the
     evaluations they have so far. `seed` fixes the bootstrap so that a report is reproducible; `reps` is the
-    number of bootstrap resamples: 10,000 keeps a report to seconds; rliable's own default, 50,000, is there for
+    number of bootstrap resamples. `where` keeps the runs whose config has those values (`--set key=value`): 10,000 keeps a report to seconds; rliable's own default, 50,000, is there for
     a final paper at five times the wait.
     """
-    selected = _select(runs, envs, patterns)
+    selected = _select(runs, envs, patterns, where)
     unfinished = selected[selected["status"] != DONE]
     notes = []
     if not include_partial:
@@ -226,9 +260,7 @@ def build_report(
         partial = scores[scores["status"] != DONE]
         notes.append(f"Includes {_runs(len(partial))} not finished ({_status_counts(partial)}), "
                      "scored on the evaluations they have so far (marked †).")
-    repeated = int(scores.duplicated(["env", "pattern", "seed"]).sum())
-    if repeated:
-        notes.append(f"{_runs(repeated)} repeat an (env, pattern, seed) with another config; their scores are pooled.")
+    _refuse_mixed_settings(selected)
     cells = cell_stats(scores)
     if cells["normalized"].isna().any():
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
