@@ -96,8 +96,8 @@ def assert_usage_error(result: subprocess.CompletedProcess, *needles: str) -> st
     """Exit 2, exactly one line on stderr, no traceback; returns the line."""
     assert result.returncode == 2, describe(result)
     assert "Traceback" not in result.stderr + result.stdout, describe(result)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, describe(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, describe(result)  # not stripped first: a blank line before the message counts
     for needle in needles:
         assert needle.lower() in lines[0].lower(), describe(result)
     return lines[0]

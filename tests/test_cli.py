@@ -309,3 +309,18 @@ def test_status_retry_and_cancel_after_a_real_failure(tmp_path):
     cancel = rnm(["cancel", "--db", db], tmp_path)
     assert cancel.returncode == 0 and "1 run(s) cancelled" in flat(cancel.stderr), describe(cancel)
     assert list(registry_runs(db)["status"]) == [CANCELLED]
+
+
+def test_read_commands_leave_an_empty_database_file_untouched(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    for command in (["status"], ["export", "runs"], ["report"]):
+        assert_usage_error(rnm([*command, "--db", empty], tmp_path), "no rnm database")
+    assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_train_refuses_an_out_folder_the_filesystem_will_not_create(tmp_path):
+    for out in ("/proc/rnm-test-out", str(tmp_path / "file" / "sub")):
+        (tmp_path / "file").write_text("x")
+        assert_usage_error(rnm(["train", "--env", "Hopper", "--out", out], tmp_path), "cannot be created")
