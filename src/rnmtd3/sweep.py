@@ -22,7 +22,7 @@ def split_list(text: str) -> list[str]:
 def make_config(env: str, pattern: str | Pattern, seed: int, values: dict[str, Any] | None = None) -> RunConfig:
     """One validated config; the env name is resolved (Hopper -> Hopper-v5)."""
     pat = pattern if isinstance(pattern, Pattern) else Pattern.parse(pattern)
-    return RunConfig(env=resolve_env_id(env), pattern=pat, seed=seed, **(values or {}))
+    return canonical(RunConfig(env=resolve_env_id(env), pattern=pat, seed=seed, **(values or {})))
 
 
 def single_values(assignments: list[str], steps: int | None = None) -> dict[str, Any]:
