@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 from collections import Counter
 
 import pandas as pd
@@ -27,6 +28,7 @@ from rnmtd3.errors import DatabaseError, UsageError
 from rnmtd3.registry import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Registry, open_registry, safe_url
 from rnmtd3.registry.engine import alembic_config, resolve_url
 from rnmtd3.registry.models import Base
+from rnmtd3.summary import summarize
 
 from helpers_registry import tiny_config
 
@@ -89,6 +91,17 @@ def test_claim_takes_the_oldest_queued_run_first(registry):
     assert set(runs["worker_pid"]) == {os.getpid()}
     # the claim carries the config as queued
     assert claims[0].config == tiny_config(seed=0)
+
+
+def test_status_of_running_runs_without_a_speed_yet_warns_nothing(registry):
+    enqueue(registry, 2)
+    registry.claim()
+    runs = registry.runs_frame()
+    assert runs["steps_per_sec"].dtype == float and runs["last_return"].dtype == float
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' FutureWarnings used to reach the user's terminal here
+        summary = summarize(runs)
+    assert summary.eta_s is None
 
 
 def test_lease_expiry_lets_another_worker_take_the_run_over(registry):

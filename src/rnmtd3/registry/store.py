@@ -236,7 +236,9 @@ class Registry:
                    Run.steps_done, Run.steps_total, Run.checkpoint, Run.config_hash, Run.worker_host,
                    Run.worker_pid, Run.created_at, Run.started_at, Run.finished_at, Run.heartbeat_at,
                    Run.steps_per_sec, Run.last_return, Run.error, Run.notes, Run.config]
-        return self._frame(select(*columns).order_by(Run.id))
+        frame = self._frame(select(*columns).order_by(Run.id))
+        # Nullable float columns come back as object dtype when every value is NULL; readers expect numbers.
+        return frame.astype({"steps_per_sec": float, "last_return": float})
 
     def evals_frame(self) -> pd.DataFrame:
         return self._frame(
