@@ -30,7 +30,9 @@ from rnmtd3.registry.engine import alembic_config, resolve_url
 from rnmtd3.registry.models import Base
 from rnmtd3.summary import summarize
 
-from helpers_registry import tiny_config
+from rnmtd3.workers import RegistrySink
+
+from helpers_registry import tiny_config, wait_for
 
 
 SHORT_LEASE = 0.5  # long enough that a loaded machine does not expire it between two statements
@@ -135,9 +137,23 @@ def test_heartbeat_extends_the_lease(registry):
     claim = registry.claim(lease_s=0.5)
     for _ in range(4):
         time.sleep(EXPIRY_WAIT)
-        assert registry.heartbeat(claim, steps_per_sec=123.0, lease_s=0.5)
+        assert registry.heartbeat(claim, steps_done=700, steps_per_sec=123.0, lease_s=0.5)
     assert registry.claim() is None  # 0.8 s after the claim, but the lease was renewed
+    # the heartbeat carries progress, so `rnm status` moves between checkpoints
     assert row(registry, claim.run_id)["steps_per_sec"] == 123.0
+    assert row(registry, claim.run_id)["steps_done"] == 700
+
+
+def test_a_workers_heartbeat_reports_the_step_it_reached(registry):
+    enqueue(registry, 1)
+    claim = registry.claim(lease_s=0.4)
+    sink = RegistrySink(registry, claim, report=lambda update: None, worker=0, stop=threading.Event(), lease_s=0.4)
+    try:
+        sink.on_progress(321, 50.0)
+        wait_for(lambda: row(registry, claim.run_id)["steps_done"] == 321, timeout=5, what="steps_done 321")
+    finally:
+        sink.close()
+    assert row(registry, claim.run_id)["steps_per_sec"] == 50.0
 
 
 def test_writes_with_a_stale_claim_change_nothing(registry):

@@ -68,6 +68,7 @@ class RegistrySink:
         self.lease_s = lease_s
         self.lost = threading.Event()
         self.rate = 0.0
+        self.step: int | None = None
         self.last_return: float | None = None
         self._done = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
@@ -78,7 +79,8 @@ class RegistrySink:
     def _heartbeat(self) -> None:
         while not self._done.wait(self.lease_s / 4):
             try:
-                if not self.registry.heartbeat(self.claim, steps_per_sec=self.rate or None, lease_s=self.lease_s):
+                if not self.registry.heartbeat(self.claim, steps_done=self.step, steps_per_sec=self.rate or None,
+                                           lease_s=self.lease_s):
                     self.lost.set()
                     return
             except Exception:  # noqa: BLE001 - a missed beat is retried; the lease has slack for three
@@ -109,7 +111,7 @@ class RegistrySink:
     def on_progress(self, step: int, steps_per_sec: float) -> None:
         if self.lost.is_set():
             raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
-        self.rate = steps_per_sec
+        self.rate, self.step = steps_per_sec, step
         self.announce("progress", step)
 
     def should_stop(self) -> bool:

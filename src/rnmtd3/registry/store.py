@@ -140,6 +140,8 @@ class Registry:
         """Renew the lease; False when the run was taken over or cancelled (the worker must stop)."""
         now = self._now()
         values: dict[str, object] = {"lease_expires": now + lease_s, "heartbeat_at": now}
+        if steps_done is not None:
+            values["steps_done"] = steps_done
         if steps_per_sec is not None:
             values["steps_per_sec"] = steps_per_sec
         with self._tx() as session:
