@@ -100,10 +100,9 @@ class SparseParams:
 
     @torch.no_grad()
     def project(self) -> None:
-        """Forward weight := latent * mask (pruned entries exactly zero)."""
-        if self.latent:
-            torch._foreach_copy_(self.weights, self.latent)
-            torch._foreach_mul_(self.weights, self._float_masks)
+        """Forward weight := latent * mask (pruned entries exactly zero), one pass per layer."""
+        for weight, latent, mask in zip(self.weights, self.latent, self._float_masks):
+            torch.mul(latent, mask, out=weight)
 
     @torch.no_grad()
     def follow(self, online: "SparseParams", tau: float) -> None:
