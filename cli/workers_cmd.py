@@ -38,7 +38,7 @@ def run_workers(
     if lease < 10:
         raise UsageError("--lease must be at least 10 seconds")
     registry = open_registry(db, create=False)
-    check_memory(registry, jobs)
+    check_memory(registry, jobs, threads_per_worker)
     folder = (artifacts or default_artifacts(db)).expanduser().absolute()
     folder.mkdir(parents=True, exist_ok=True)
     if ray is not None:

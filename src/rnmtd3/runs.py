@@ -11,6 +11,7 @@ import torch
 
 from .config import RunConfig
 from .errors import UsageError
+from .evaluator import spare_cores
 from .sinks import FileSink
 from .trainer import TrainResult, require_device, train
 
@@ -52,7 +53,7 @@ def train_foreground(config: RunConfig, out: Path, threads: int = 1,
     sink = FileSink(run_dir, on_progress=on_progress, on_eval=on_eval, should_stop=lambda: stop["asked"])
     previous = {sig: signal.signal(sig, ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return train(config, run_dir, sink)
+        return train(config, run_dir, sink, background_eval=spare_cores(1, threads))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -56,11 +56,6 @@ class TD3Agent:
             else contextlib.nullcontext()
         )
 
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        with self.autocast:
-            return self.actor(obs).float()
-
     def update(self, batch: Batch, noise: torch.Tensor) -> dict[str, float]:
         """One TD3 gradient step; `noise` is a standard-normal tensor shaped like the actions, drawn by the caller."""
         cfg = self.config

@@ -11,8 +11,9 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .envs import evaluate, make_env
+from .envs import make_env
 from .errors import UsageError
+from .evaluator import Evaluator, greedy_policy, snapshot
 from .replay import ReplayBuffer
 from .sinks import Sink
 from .td3 import TD3Agent
@@ -35,11 +36,13 @@ def require_device(device: str) -> None:
         raise UsageError(f"device={device} but this torch ({torch.__version__}) sees no CUDA device")
 
 
-def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> TrainResult:
+def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
+          background_eval: bool = False) -> TrainResult:
     """Run `config` to `config.steps`, reporting to `sink`; resume from `run_dir`'s checkpoint when there is one.
 
     Checkpoints are taken at the first episode boundary after each checkpoint_interval, and when the sink asks
     to stop; at a boundary the environment's RNG state is all the simulator state a resume needs.
+    `background_eval` evaluates in a helper process, for where a core is spare; the curve is the same.
     """
     require_device(config.device)
     run_dir = Path(run_dir)
@@ -49,7 +52,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> 
     # that matters and is deterministic.
     torch.set_flush_denormal(True)
     device = torch.device(config.device)
-    env, eval_env = make_env(config.env), make_env(config.env)
+    env = make_env(config.env)
     obs_dim = int(np.prod(env.observation_space.shape))
     act_dim = int(np.prod(env.action_space.shape))
     low = env.action_space.low.astype(np.float32)
@@ -60,113 +63,116 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True) -> 
     rng = np.random.default_rng(config.seed)
     noise = torch.empty((config.batch_size, act_dim), dtype=torch.float32)
     expl_std = (high - low) / 2.0 * config.expl_noise
-    obs_buffer = torch.empty((1, obs_dim), dtype=torch.float32, device=device)
+    policy = greedy_policy(agent.actor, config)
+    evaluator = Evaluator(config, obs_dim, act_dim, low, high, background=background_eval)
+    last_return: float | None = None
 
-    def policy(observation: np.ndarray) -> np.ndarray:
-        obs_buffer.copy_(torch.from_numpy(np.asarray(observation, dtype=np.float32)).reshape(1, -1))
-        return agent.act(obs_buffer)[0].cpu().numpy()
+    def report_evals(results) -> None:
+        nonlocal last_return
+        for result in results:
+            last_return = float(result.returns.mean())
+            sink.on_eval(result.step, last_return, float(result.returns.std()), result.wall_time)
 
-    def run_eval(step: int, wall: float) -> float:
-        returns = evaluate(eval_env, policy, config.eval_episodes, config.seed + 100)
-        sink.on_eval(step, float(returns.mean()), float(returns.std()), wall)
-        return float(returns.mean())
-
-    state = ckpt.load_resume(run_dir) if resume else None
-    if state is not None:
-        saved = RunConfig.from_dict(state["config"])
-        if saved.hash != config.hash:
-            raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder")
-        agent.load_state(state["agent"])
-        replay.load_state(state["replay"])
-        generator.set_state(state["rng"]["torch"])
-        rng.bit_generator.state = state["rng"]["numpy"]
-        env.unwrapped.np_random = np.random.default_rng()
-        env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
-        start, wall_offset, last_return = int(state["step"]), float(state["wall_time"]), state["last_return"]
-        obs, _ = env.reset()
-    else:
-        start, wall_offset = 0, 0.0
-        obs, _ = env.reset(seed=config.seed)
-        last_return = run_eval(0, 0.0)
-    resumed_from = start
-    t0 = time.perf_counter()
-
-    def wall() -> float:
-        return wall_offset + time.perf_counter() - t0
-
-    def save(step: int) -> None:
-        networks = agent.forward_state_dicts()
-        ckpt.save_resume(run_dir, {
-            "config": config.to_dict(), "step": step, "wall_time": wall(), "last_return": last_return,
-            "agent": agent.state(), "replay": replay.state(),
-            "rng": {"torch": generator.get_state(), "numpy": rng.bit_generator.state,
-                    "env": env.unwrapped.np_random.bit_generator.state},
-        })
-        path = ckpt.save_public(run_dir, networks, config, step)
-        sink.on_checkpoint(step, path)
-
-    last_checkpoint = start
-    window_start, window_time = start, time.perf_counter()
-    losses: dict[str, list[float]] = {"critic_loss": [], "actor_loss": []}
-    episode_return, episode_returns = 0.0, []
-
-    for global_step in range(start, config.steps):
-        # -- act and store --------------------------------------------------------------------------
-        if global_step < config.start_steps:
-            action = rng.uniform(low, high).astype(np.float32)
+    try:
+        state = ckpt.load_resume(run_dir) if resume else None
+        if state is not None:
+            saved = RunConfig.from_dict(state["config"])
+            if saved.hash != config.hash:
+                raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder")
+            agent.load_state(state["agent"])
+            replay.load_state(state["replay"])
+            generator.set_state(state["rng"]["torch"])
+            rng.bit_generator.state = state["rng"]["numpy"]
+            env.unwrapped.np_random = np.random.default_rng()
+            env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
+            start, wall_offset, last_return = int(state["step"]), float(state["wall_time"]), state["last_return"]
+            obs, _ = env.reset()
         else:
-            action = (policy(obs) + rng.normal(0.0, expl_std)).clip(low, high).astype(np.float32)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        replay.add(obs, action, float(reward), next_obs, bool(terminated))
-        obs = next_obs
-        episode_return += float(reward)
+            start, wall_offset = 0, 0.0
+            obs, _ = env.reset(seed=config.seed)
+            evaluator.submit(0, 0.0, snapshot(agent.actor))
+        resumed_from = start
+        t0 = time.perf_counter()
 
-        # -- learn ----------------------------------------------------------------------------------
-        if global_step >= config.start_steps:
-            batch = replay.sample(config.batch_size, generator)
-            noise.normal_(generator=generator)
-            update = agent.update(batch, noise.to(device, non_blocking=True))
-            for key in losses:
-                if key in update:
-                    losses[key].append(update[key])
-            if "sad_actor" in update:
-                sink.on_stats(global_step + 1, {k: v for k, v in update.items() if k.startswith("sad_")})
+        def wall() -> float:
+            return wall_offset + time.perf_counter() - t0
 
-        # -- report ---------------------------------------------------------------------------------
-        step = global_step + 1
-        if step % config.eval_interval == 0:
-            last_return = run_eval(step, wall())
-        if step % PROGRESS_INTERVAL == 0 or step == config.steps:
-            now = time.perf_counter()
-            rate = (step - window_start) / max(now - window_time, 1e-9)
-            sink.on_progress(step, rate)
-            if step % STATS_INTERVAL == 0:
-                stats = {k: float(np.mean(v)) for k, v in losses.items() if v}
-                if episode_returns:
-                    stats["train_return"] = float(np.mean(episode_returns))
-                stats["steps_per_sec"] = rate
-                sink.on_stats(step, stats)
-                losses = {k: [] for k in losses}
-                episode_returns = []
-                window_start, window_time = step, now
+        def save(step: int) -> None:
+            report_evals(evaluator.drain())  # a resumed run must not miss an evaluation before its checkpoint
+            networks = agent.forward_state_dicts()
+            ckpt.save_resume(run_dir, {
+                "config": config.to_dict(), "step": step, "wall_time": wall(), "last_return": last_return,
+                "agent": agent.state(), "replay": replay.state(),
+                "rng": {"torch": generator.get_state(), "numpy": rng.bit_generator.state,
+                        "env": env.unwrapped.np_random.bit_generator.state},
+            })
+            path = ckpt.save_public(run_dir, networks, config, step)
+            sink.on_checkpoint(step, path)
 
-        # -- episode boundary: checkpoint when due or asked to stop, then reset ----------------------
-        if terminated or truncated:
-            episode_returns.append(episode_return)
-            episode_return = 0.0
-            if step < config.steps:
-                stop = sink.should_stop()
-                if stop or step - last_checkpoint >= config.checkpoint_interval:
-                    save(step)
-                    last_checkpoint = step
-                if stop:
-                    return TrainResult(step, False, resumed_from, last_return)
-                obs, _ = env.reset()
+        last_checkpoint = start
+        window_start, window_time = start, time.perf_counter()
+        losses: dict[str, list[float]] = {"critic_loss": [], "actor_loss": []}
+        episode_return, episode_returns = 0.0, []
 
-    save(config.steps)
-    env.close()
-    eval_env.close()
-    return TrainResult(config.steps, True, resumed_from, last_return)
+        for global_step in range(start, config.steps):
+            # -- act and store --------------------------------------------------------------------------
+            if global_step < config.start_steps:
+                action = rng.uniform(low, high).astype(np.float32)
+            else:
+                action = (policy(obs) + rng.normal(0.0, expl_std)).clip(low, high).astype(np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            replay.add(obs, action, float(reward), next_obs, bool(terminated))
+            obs = next_obs
+            episode_return += float(reward)
+
+            # -- learn ----------------------------------------------------------------------------------
+            if global_step >= config.start_steps:
+                batch = replay.sample(config.batch_size, generator)
+                noise.normal_(generator=generator)
+                update = agent.update(batch, noise.to(device, non_blocking=True))
+                for key in losses:
+                    if key in update:
+                        losses[key].append(update[key])
+                if "sad_actor" in update:
+                    sink.on_stats(global_step + 1, {k: v for k, v in update.items() if k.startswith("sad_")})
+
+            # -- report ---------------------------------------------------------------------------------
+            step = global_step + 1
+            if step % config.eval_interval == 0:
+                evaluator.submit(step, wall(), snapshot(agent.actor))
+            report_evals(evaluator.ready())
+            if step % PROGRESS_INTERVAL == 0 or step == config.steps:
+                now = time.perf_counter()
+                rate = (step - window_start) / max(now - window_time, 1e-9)
+                sink.on_progress(step, rate)
+                if step % STATS_INTERVAL == 0:
+                    stats = {k: float(np.mean(v)) for k, v in losses.items() if v}
+                    if episode_returns:
+                        stats["train_return"] = float(np.mean(episode_returns))
+                    stats["steps_per_sec"] = rate
+                    sink.on_stats(step, stats)
+                    losses = {k: [] for k in losses}
+                    episode_returns = []
+                    window_start, window_time = step, now
+
+            # -- episode boundary: checkpoint when due or asked to stop, then reset ----------------------
+            if terminated or truncated:
+                episode_returns.append(episode_return)
+                episode_return = 0.0
+                if step < config.steps:
+                    stop = sink.should_stop()
+                    if stop or step - last_checkpoint >= config.checkpoint_interval:
+                        save(step)
+                        last_checkpoint = step
+                    if stop:
+                        return TrainResult(step, False, resumed_from, last_return)
+                    obs, _ = env.reset()
+
+        save(config.steps)
+        return TrainResult(config.steps, True, resumed_from, last_return)
+    finally:
+        evaluator.close()
+        env.close()
 
 
 def resume(run_dir: Path, sink: Sink) -> TrainResult:

@@ -25,6 +25,7 @@ from .checkpoint import RESUME
 from .config import RunConfig
 from .envs import make_env
 from .errors import UsageError
+from .evaluator import spare_cores
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
 from .replay import replay_bytes
@@ -128,7 +129,7 @@ def run_folder(claim: Claim, artifacts: Path) -> Path:
 
 
 def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: threading.Event,
-         artifacts: Path, lease_s: float, wait: bool = False) -> int:
+         artifacts: Path, lease_s: float, wait: bool = False, background_eval: bool = False) -> int:
     """Claim and train runs until none is left (or `stop` is set); returns the number of runs finished."""
     registry = open_registry(db, create=False)
     finished = 0
@@ -149,7 +150,7 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
             sink = RegistrySink(registry, claim, report, worker, stop, lease_s)
             sink.announce("claimed", 0)
             try:
-                result = train(claim.config, run_dir, sink)
+                result = train(claim.config, run_dir, sink, background_eval=background_eval)
             except LeaseLost as exc:
                 report(WorkerUpdate(worker, "lost", claim.run_id, sink.label, message=str(exc)))
             except KeyboardInterrupt:
@@ -177,7 +178,7 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
 
 
 def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease_s: float, wait: bool,
-                  threads: int) -> None:
+                  threads: int, background_eval: bool) -> None:
     """Entry of a spawned worker: one torch thread; the parent's SIGTERM means 'checkpoint and hand the run back',
     its SIGUSR1 'hand it back now'. A terminal's Ctrl-C reaches the whole process group, so workers ignore SIGINT
     and let the parent decide, which keeps the order of the two requests unambiguous."""
@@ -194,7 +195,7 @@ def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGUSR1, on_abort)
     try:
-        work(db, worker, updates.put, stop, Path(artifacts), lease_s, wait)
+        work(db, worker, updates.put, stop, Path(artifacts), lease_s, wait, background_eval)
         updates.put(WorkerUpdate(worker, "exited"))
     except KeyboardInterrupt:  # aborted between runs: a run claimed in that instant is reaped as a dead pid's
         updates.put(WorkerUpdate(worker, "exited", message="aborted"))
@@ -204,14 +205,19 @@ def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease
 
 
 class WorkerPool:
-    """N worker processes and the stream of their updates; `stop()` asks each to checkpoint and hand back."""
+    """N worker processes and the stream of their updates; `stop()` asks each to checkpoint and hand back.
+
+    Workers evaluate in helper processes when the machine has a core to spare beyond their torch threads.
+    """
 
     def __init__(self, db: str, jobs: int, artifacts: Path, lease_s: float, wait: bool = False, threads: int = 1):
         ctx = mp.get_context("spawn")
+        background_eval = spare_cores(jobs, threads)
         self.updates: mp.Queue = ctx.Queue()
         self.processes = [
             ctx.Process(target=_process_main, name=f"rnm-worker-{i}", daemon=False,
-                        args=(resolve_url(db), i, self.updates, str(artifacts), lease_s, wait, threads))
+                        args=(resolve_url(db), i, self.updates, str(artifacts), lease_s, wait, threads,
+                              background_eval))
             for i in range(jobs)
         ]
 
@@ -260,8 +266,9 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def worker_memory(registry: Registry) -> int:
-    """Peak memory one worker may need for the claimable runs: the largest replay buffer among them, plus overhead."""
+def worker_memory(registry: Registry, eval_helper: bool = False) -> int:
+    """Peak memory one worker may need for the claimable runs: the largest replay buffer among them, plus its
+    process (and its evaluation helper's, where it has one)."""
     runs = registry.runs_frame()
     pending = runs[runs["status"].isin(["queued", "running"])]
     largest, dims = 0, {}
@@ -272,12 +279,12 @@ def worker_memory(registry: Registry) -> int:
             dims[config.env] = (int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)))
             env.close()
         largest = max(largest, replay_bytes(*dims[config.env], min(config.buffer_size, config.steps)))
-    return largest + PROCESS_OVERHEAD
+    return largest + PROCESS_OVERHEAD * (2 if eval_helper else 1)
 
 
-def check_memory(registry: Registry, jobs: int) -> None:
+def check_memory(registry: Registry, jobs: int, threads: int = 1) -> None:
     """Refuse a plan whose workers cannot all hold their largest replay buffer, saying how many would fit."""
-    need, have = worker_memory(registry), available_memory()
+    need, have = worker_memory(registry, eval_helper=spare_cores(jobs, threads)), available_memory()
     if jobs * need > have:
         fit = max(have // need, 0)
         raise UsageError(f"{jobs} workers need up to {jobs * need / 2**30:.1f} GiB ({need / 2**30:.2f} GiB each, "

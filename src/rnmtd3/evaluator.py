@@ -1,0 +1,203 @@
+"""Evaluations kept off the step loop's critical path.
+
+An evaluation (10 noise-free episodes with a batch-1 actor) costs a few percent of a run when the step loop waits
+for it. Where a core is spare, a helper process evaluates snapshots of the actor while training goes on. Results
+come back in step order; the trainer waits for pending ones only before a checkpoint, so a resumed run never
+misses an evaluation. Both placements evaluate the same snapshot with the same code on the run's device, so the
+curve does not depend on where it was computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .envs import evaluate, make_env
+from .networks import Actor
+
+MAX_PENDING = 2  # snapshots in flight before submit() waits for the oldest: a slow helper never piles up work
+PARENT_CHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    step: int
+    wall_time: float
+    returns: np.ndarray
+
+
+def spare_cores(processes: int, threads: int) -> bool:
+    """True when `processes` trainers of `threads` torch threads each leave a core free for their evaluations."""
+    return processes * threads < len(os.sched_getaffinity(0))
+
+
+def greedy_policy(actor: Actor, config: RunConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """The noise-free action of `actor` for one observation, computed as training computes it (autocast too)."""
+    device = torch.device(config.device)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if config.precision == "bf16"
+                else contextlib.nullcontext())
+    obs_buffer = torch.empty((1, actor.net[0].in_features), dtype=torch.float32, device=device)
+
+    @torch.no_grad()
+    def policy(observation: np.ndarray) -> np.ndarray:
+        obs_buffer.copy_(torch.from_numpy(np.asarray(observation, dtype=np.float32)).reshape(1, -1))
+        with autocast:
+            return actor(obs_buffer).float()[0].cpu().numpy()
+
+    return policy
+
+
+def snapshot(actor: Actor) -> dict[str, np.ndarray]:
+    """The actor's weights as numpy arrays: they pickle by value (torch tensors would go through shared memory)."""
+    return {key: value.detach().cpu().numpy().copy() for key, value in actor.state_dict().items()}
+
+
+class _Judge:
+    """An actor of the run's shape and an evaluation env: what both placements evaluate a snapshot with."""
+
+    def __init__(self, config: RunConfig, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray):
+        self.config = config
+        self.actor = Actor(obs_dim, act_dim, config.hidden, torch.as_tensor(low), torch.as_tensor(high))
+        self.actor.to(config.device).requires_grad_(False)
+        self.policy = greedy_policy(self.actor, config)
+        self.env = make_env(config.env)
+
+    def __call__(self, weights: dict[str, np.ndarray]) -> np.ndarray:
+        self.actor.load_state_dict({key: torch.from_numpy(value) for key, value in weights.items()})
+        return evaluate(self.env, self.policy, self.config.eval_episodes, self.config.seed + 100)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _serve(conn, config: dict, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, parent: int) -> None:
+    """The helper process: evaluate snapshots until told to stop, or until its trainer is gone (kill -9)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the trainer's to handle
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as the trainer does: the same numerics as an inline evaluation
+    judge = _Judge(RunConfig.from_dict(config), obs_dim, act_dim, low, high)
+    try:
+        while True:
+            if not conn.poll(PARENT_CHECK_S):
+                if os.getppid() != parent:
+                    return
+                continue
+            job = conn.recv()
+            if job is None:
+                return
+            step, wall_time, weights = job
+            conn.send((step, wall_time, judge(weights)))
+    except (EOFError, BrokenPipeError):
+        return
+    finally:
+        judge.close()
+
+
+class Evaluator:
+    """Evaluates actor snapshots inline or in a helper process; `ready()` and `drain()` give results in step order.
+
+    If the helper dies, the snapshots it held are evaluated inline and later ones stay inline: a run never loses
+    an evaluation to its helper.
+    """
+
+    def __init__(self, config: RunConfig, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray,
+                 background: bool):
+        self._args = (config, obs_dim, act_dim, low, high)
+        self._judge: _Judge | None = None
+        self._pending: deque[tuple[int, float, dict[str, np.ndarray]]] = deque()
+        self._done: list[EvalResult] = []
+        self._process = None
+        self._conn = None
+        if background:
+            ctx = mp.get_context("spawn")
+            self._conn, child = ctx.Pipe()
+            self._process = ctx.Process(target=_serve, name="rnm-evaluator", daemon=True,
+                                        args=(child, config.to_dict(), obs_dim, act_dim, low, high, os.getpid()))
+            self._process.start()
+            child.close()
+
+    @property
+    def background(self) -> bool:
+        return self._process is not None
+
+    def submit(self, step: int, wall_time: float, weights: dict[str, np.ndarray]) -> None:
+        while self.background and len(self._pending) >= MAX_PENDING:
+            self._receive(block=True)
+        if not self.background:  # inline, or the helper died while we waited
+            self._done.append(EvalResult(step, wall_time, self._inline()(weights)))
+            return
+        self._pending.append((step, wall_time, weights))
+        try:
+            self._conn.send((step, wall_time, weights))
+        except (BrokenPipeError, OSError):
+            self._fall_back()
+
+    def ready(self) -> list[EvalResult]:
+        """Results finished so far, without waiting."""
+        while self.background and self._pending and self._conn.poll(0):
+            self._receive(block=False)
+        return self._take()
+
+    def drain(self) -> list[EvalResult]:
+        """Every submitted evaluation's result, waiting for those still running."""
+        while self.background and self._pending:
+            self._receive(block=True)
+        return self._take()
+
+    def close(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send(None)
+            self._process.join(timeout=5)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._conn.close()
+            self._process = None
+        if self._judge is not None:
+            self._judge.close()
+            self._judge = None
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _receive(self, block: bool) -> None:
+        try:
+            if block:
+                while not self._conn.poll(PARENT_CHECK_S):
+                    if not self._process.is_alive():
+                        raise EOFError
+            step, wall_time, returns = self._conn.recv()
+        except (EOFError, OSError):
+            self._fall_back()
+            return
+        expected = self._pending.popleft()
+        assert expected[0] == step, "the helper answers in submission order"
+        self._done.append(EvalResult(step, wall_time, returns))
+
+    def _fall_back(self) -> None:
+        """The helper is gone: evaluate what it held here, and everything after it too."""
+        pending, self._pending = list(self._pending), deque()
+        process, self._process = self._process, None
+        if process.is_alive():
+            process.kill()
+        process.join()
+        self._conn.close()
+        for step, wall_time, weights in pending:
+            self._done.append(EvalResult(step, wall_time, self._inline()(weights)))
+
+    def _inline(self) -> _Judge:
+        if self._judge is None:
+            self._judge = _Judge(*self._args)
+        return self._judge
+
+    def _take(self) -> list[EvalResult]:
+        done, self._done = self._done, []
+        return done
