@@ -17,12 +17,22 @@ import time
 from pathlib import Path
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SWEEP_RUNS, SWEEP_STEPS = 6, 4000  # Hopper 2:4 runs of -j 1 and -j 2; a third of each run is start_steps
+
+
+def children(*argvs: list[str]) -> list[dict]:
+    """Run one measuring child per argv, all at once, and return their results."""
+    env = {**os.environ, **ONE_THREAD}
+    procs = [subprocess.Popen([sys.executable, __file__, *argv], env=env, stdout=subprocess.PIPE, text=True)
+             for argv in argvs]
+    outs = [proc.communicate()[0] for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError(f"a measuring child failed: {[proc.returncode for proc in procs]}")
+    return [json.loads(out.strip().splitlines()[-1]) for out in outs]
 
 
 def child(argv: list[str]) -> dict:
-    env = {**os.environ, **ONE_THREAD}
-    out = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return children(argv)[0]
 
 
 # -- measured in a child process ----------------------------------------------------------------------
@@ -144,8 +154,11 @@ def main() -> None:
                 record(f"{env_id}/rnm/{pattern}/fp32",
                        child(["rnm", env_id, pattern, str(start), str(n), "fp32"])["steps_per_sec"])
             record(f"{env_id}/rnm/dense/bf16", child(["rnm", env_id, "dense", str(start), str(n), "bf16"])["steps_per_sec"])
-        record("sweep/j1_s", sweep_wall(1, 4, 4000))
-        record("sweep/j2_s", sweep_wall(2, 4, 4000))
+        # the machine's own ceiling for -j 2: two trainers side by side, each against one alone
+        pair = children(*[["rnm", "Hopper-v5", "dense", str(start), str(n), "fp32"]] * 2)
+        record("pair/Hopper-v5/dense/fp32", sum(p["steps_per_sec"] for p in pair))
+        record("sweep/j1_s", sweep_wall(1, SWEEP_RUNS, SWEEP_STEPS))
+        record("sweep/j2_s", sweep_wall(2, SWEEP_RUNS, SWEEP_STEPS))
     med = {key: statistics.median(values) for key, values in results.items()}
     peak = child(["peak"])
     figures: dict[str, float] = {}
@@ -160,6 +173,8 @@ def main() -> None:
         figures[f"{env_id}: update GFLOP/s fp32 (of peak {peak['fp32']:.0f})"] = gflop * dense
         figures[f"{env_id}: update GFLOP/s bf16 (of peak {peak['bf16']:.0f})"] = gflop * med[f"{env_id}/rnm/dense/bf16"]
     figures["sweep: -j2 throughput / -j1"] = med["sweep/j1_s"] / med["sweep/j2_s"]
+    figures["ceiling: two trainers side by side / one alone"] = (med["pair/Hopper-v5/dense/fp32"]
+                                                               / med["Hopper-v5/rnm/dense/fp32"])
     report = {"machine": {"cpu_count": os.cpu_count(), "platform": sys.platform}, "median_steps_per_sec": med,
               "peak_gflops": peak, "ratios": figures, "updates_per_measure": n, "repeats": args.repeats}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
