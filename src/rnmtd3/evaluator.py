@@ -37,7 +37,8 @@ class EvalResult:
 
 def spare_cores(processes: int, threads: int) -> bool:
     """True when `processes` trainers of `threads` torch threads each leave a core free for their evaluations."""
-    return processes * threads < len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return processes * threads < cores
 
 
 def greedy_policy(actor: Actor, config: RunConfig) -> Callable[[np.ndarray], np.ndarray]:
@@ -157,7 +158,7 @@ class Evaluator:
         if self._process is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self._conn.send(None)
-            self._process.join(timeout=5)
+            self._process.join(timeout=1)  # it holds nothing worth keeping: a stopping run need not wait for it
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
