@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import queue
 import signal
 from collections import deque
 from dataclasses import dataclass
@@ -80,7 +81,8 @@ class _Judge:
         self.env.close()
 
 
-def _serve(conn, config: dict, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, parent: int) -> None:
+def _serve(jobs: mp.Queue, results: mp.Queue, config: dict, obs_dim: int, act_dim: int, low: np.ndarray,
+           high: np.ndarray, parent: int) -> None:
     """The helper process: evaluate snapshots until told to stop, or until its trainer is gone (kill -9)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the trainer's to handle
     torch.set_num_threads(1)
@@ -88,17 +90,16 @@ def _serve(conn, config: dict, obs_dim: int, act_dim: int, low: np.ndarray, high
     judge = _Judge(RunConfig.from_dict(config), obs_dim, act_dim, low, high)
     try:
         while True:
-            if not conn.poll(PARENT_CHECK_S):
+            try:
+                job = jobs.get(timeout=PARENT_CHECK_S)
+            except queue.Empty:
                 if os.getppid() != parent:
                     return
                 continue
-            job = conn.recv()
             if job is None:
                 return
             step, wall_time, weights = job
-            conn.send((step, wall_time, judge(weights)))
-    except (EOFError, BrokenPipeError):
-        return
+            results.put((step, wall_time, judge(weights)))
     finally:
         judge.close()
 
@@ -117,14 +118,15 @@ class Evaluator:
         self._pending: deque[tuple[int, float, dict[str, np.ndarray]]] = deque()
         self._done: list[EvalResult] = []
         self._process = None
-        self._conn = None
         if background:
             ctx = mp.get_context("spawn")
-            self._conn, child = ctx.Pipe()
+            # Queues, not a bare pipe: put() hands the snapshot to a feeder thread, so the step loop never
+            # blocks on a helper that is still starting up or busy with the previous evaluation.
+            self._jobs, self._results = ctx.Queue(), ctx.Queue()
             self._process = ctx.Process(target=_serve, name="rnm-evaluator", daemon=True,
-                                        args=(child, config.to_dict(), obs_dim, act_dim, low, high, os.getpid()))
+                                        args=(self._jobs, self._results, config.to_dict(), obs_dim, act_dim,
+                                              low, high, os.getpid()))
             self._process.start()
-            child.close()
 
     @property
     def background(self) -> bool:
@@ -137,15 +139,12 @@ class Evaluator:
             self._done.append(EvalResult(step, wall_time, self._inline()(weights)))
             return
         self._pending.append((step, wall_time, weights))
-        try:
-            self._conn.send((step, wall_time, weights))
-        except (BrokenPipeError, OSError):
-            self._fall_back()
+        self._jobs.put((step, wall_time, weights))
 
     def ready(self) -> list[EvalResult]:
         """Results finished so far, without waiting."""
-        while self.background and self._pending and self._conn.poll(0):
-            self._receive(block=False)
+        while self.background and self._pending and self._receive(block=False):
+            pass
         return self._take()
 
     def drain(self) -> list[EvalResult]:
@@ -156,43 +155,48 @@ class Evaluator:
 
     def close(self) -> None:
         if self._process is not None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self._conn.send(None)
+            self._jobs.put(None)
             self._process.join(timeout=1)  # it holds nothing worth keeping: a stopping run need not wait for it
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
-            self._conn.close()
-            self._process = None
+            self._close_queues()
         if self._judge is not None:
             self._judge.close()
             self._judge = None
 
     # -- internals ----------------------------------------------------------------------------------
-    def _receive(self, block: bool) -> None:
-        try:
-            if block:
-                while not self._conn.poll(PARENT_CHECK_S):
-                    if not self._process.is_alive():
-                        raise EOFError
-            step, wall_time, returns = self._conn.recv()
-        except (EOFError, OSError):
-            self._fall_back()
-            return
+    def _receive(self, block: bool) -> bool:
+        """Move one result from the helper to the finished list; False when none is there (non-blocking)."""
+        while True:
+            try:
+                step, wall_time, returns = self._results.get(timeout=PARENT_CHECK_S) if block \
+                    else self._results.get_nowait()
+                break
+            except queue.Empty:
+                if not self._process.is_alive():
+                    self._fall_back()
+                    return True
+                if not block:
+                    return False
         expected = self._pending.popleft()
         assert expected[0] == step, "the helper answers in submission order"
         self._done.append(EvalResult(step, wall_time, returns))
+        return True
 
     def _fall_back(self) -> None:
         """The helper is gone: evaluate what it held here, and everything after it too."""
         pending, self._pending = list(self._pending), deque()
-        process, self._process = self._process, None
-        if process.is_alive():
-            process.kill()
-        process.join()
-        self._conn.close()
+        self._process.join()
+        self._process = None
+        self._close_queues()
         for step, wall_time, weights in pending:
             self._done.append(EvalResult(step, wall_time, self._inline()(weights)))
+
+    def _close_queues(self) -> None:
+        for q in (self._jobs, self._results):
+            q.cancel_join_thread()  # never block on a feeder whose reader is gone
+            q.close()
 
     def _inline(self) -> _Judge:
         if self._judge is None:
