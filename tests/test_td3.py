@@ -9,6 +9,7 @@ from torch import nn
 
 from rnmtd3.config import RunConfig
 from rnmtd3.evaluator import greedy_policy
+from rnmtd3.networks import Actor
 from rnmtd3.patterns import Pattern
 from rnmtd3.replay import Batch
 from rnmtd3.sparsity import satisfies_nm
@@ -388,3 +389,18 @@ def test_bf16_precision_keeps_nm():
         assert np.isfinite(stats["critic_loss"])
     assert_six_networks_nm(agent)
     assert greedy_policy(agent.actor, agent.config)(np.zeros(HOPPER[0])).dtype == np.float32
+
+
+def test_bf16_actor_keeps_a_gradient_near_the_action_bounds():
+    """A bf16 tanh rounds to exactly 1 from a pre-activation of about 3, which zeroes its gradient and leaves
+    the actor stuck at the bound; the actor's tanh therefore runs in fp32 under autocast too."""
+    actor = Actor(11, 3, (32, 32), -torch.ones(3), torch.ones(3))
+    last = actor.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(4.0)  # tanh(4) = 0.99933: below 1 in fp32, exactly 1 in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        action = actor(torch.zeros(1, 11))
+    assert action.dtype == torch.float32 and (action < 1).all()
+    (grad,) = torch.autograd.grad(action.sum(), last.bias)
+    assert (grad > 1e-3).all()
