@@ -138,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench-results/bench.json")
     parser.add_argument("--updates", type=int, default=1500)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     start, n = 1000, args.updates
     results: dict[str, list[float]] = {}
