@@ -11,7 +11,6 @@ from rich.table import Table
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rnmtd3.config import key_defaults
-from rnmtd3.runs import train_foreground
 from rnmtd3.sweep import make_config, single_values
 
 console = Console(stderr=True)
@@ -32,6 +31,7 @@ def train(
     threads: int = typer.Option(1, help="torch threads"),
 ) -> None:
     """Train one RNM-TD3 agent in the foreground, writing OUT/checkpoint.pt and OUT/evals.csv as it goes."""
+    from rnmtd3.runs import train_foreground  # torch loads here only: the other commands start without it
     config = make_config(env, pattern, seed, single_values(set_, steps=steps))
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import open_registry
-from rnmtd3.workers import WorkerPool, WorkerUpdate, check_memory, default_artifacts
+from rnmtd3.resources import check_memory
+from rnmtd3.workers import WorkerPool, WorkerUpdate, default_artifacts
 
 from .common import DbOption, err, fmt_duration
 
@@ -61,7 +62,7 @@ def run_workers(
     with Live(board.render(registry), console=err, refresh_per_second=2, transient=False) as live:
         last_counts = 0.0
         while pool.alive():
-            for update in pool.poll(0.5):
+            for update in pool.poll(0.1):  # short, so the end of the last worker is seen at once
                 board.apply(update)
             if time.time() - last_counts > 5:
                 board.refresh_counts(registry)
@@ -118,10 +119,11 @@ class Board:
         self.counts = runs["status"].value_counts().to_dict() if not runs.empty else {}
         if not self.workers:  # Ray tasks send no updates: show the running runs as the registry has them
             running = runs[runs["status"] == "running"] if not runs.empty else runs
+            running = running.assign(steps_per_sec=running["steps_per_sec"].fillna(0.0))  # NaN before a first beat
             self.rows = {
                 int(r.run_id): WorkerUpdate(int(r.run_id), f"{r.worker_host}:{r.worker_pid}", int(r.run_id),
                                             f"#{r.run_id} {r.env} {r.pattern} s{r.seed}", int(r.steps_done),
-                                            int(r.steps_total), float(r.steps_per_sec or 0.0),
+                                            int(r.steps_total), float(r.steps_per_sec),
                                             None if r.last_return != r.last_return else r.last_return)
                 for r in running.itertuples()
             }

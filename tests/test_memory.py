@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-import rnmtd3.workers as workers
+import rnmtd3.resources as resources
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import QUEUED, open_registry
-from rnmtd3.replay import ReplayBuffer, replay_bytes
+from rnmtd3.replay import ReplayBuffer
+from rnmtd3.resources import replay_bytes
 from rnmtd3.sweep import make_config
 
 from helpers_registry import assert_usage_error, rnm
@@ -35,17 +36,17 @@ def humanoid_db(tmp_path):
 
 
 def test_a_worker_needs_its_largest_replay_buffer_plus_its_processes(humanoid_db):
-    alone = workers.worker_memory(humanoid_db)
-    assert alone == replay_bytes(348, 17, 10**6) + workers.PROCESS_OVERHEAD
-    assert workers.worker_memory(humanoid_db, eval_helper=True) == alone + workers.PROCESS_OVERHEAD
+    alone = resources.worker_memory(humanoid_db)
+    assert alone == replay_bytes(348, 17, 10**6) + resources.PROCESS_OVERHEAD
+    assert resources.worker_memory(humanoid_db, eval_helper=True) == alone + resources.PROCESS_OVERHEAD
 
 
 def test_a_plan_that_does_not_fit_is_refused_with_how_many_would(humanoid_db, monkeypatch):
-    monkeypatch.setattr(workers, "available_memory", lambda: 10 * GIB)
-    monkeypatch.setattr(workers, "spare_cores", lambda jobs, threads: False)
-    workers.check_memory(humanoid_db, 2)  # 2 x 3.1 GiB fits in 10
+    monkeypatch.setattr(resources, "available_memory", lambda: 10 * GIB)
+    monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: False)
+    resources.check_memory(humanoid_db, 2)  # 2 x 3.1 GiB fits in 10
     with pytest.raises(UsageError, match=r"at most 3 worker\(s\) fit"):
-        workers.check_memory(humanoid_db, 4)
+        resources.check_memory(humanoid_db, 4)
 
 
 def test_run_workers_refuses_an_oversized_plan_before_claiming(tmp_path, humanoid_db):

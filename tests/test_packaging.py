@@ -24,3 +24,12 @@ def test_the_wheel_carries_cli_and_migrations(tmp_path):
         assert required in names, f"{required} missing from {wheel.name}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "rnm = rnm_cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_commands_and_the_worker_pool_start_without_torch():
+    """`rnm status`, `rnm queue` and the parent of `rnm run-workers` skip torch's import (about 0.8 s of each
+    start); only training loads it."""
+    probe = ("import sys, rnm_cli.main, rnmtd3.workers, rnmtd3.resources; "
+             "print(sorted(m for m in ('torch', 'rnmtd3.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

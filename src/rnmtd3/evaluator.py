@@ -36,12 +36,6 @@ class EvalResult:
     returns: np.ndarray
 
 
-def spare_cores(processes: int, threads: int) -> bool:
-    """True when `processes` trainers of `threads` torch threads each leave a core free for their evaluations."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return processes * threads < cores
-
-
 def greedy_policy(actor: Actor, config: RunConfig) -> Callable[[np.ndarray], np.ndarray]:
     """The noise-free action of `actor` for one observation, computed as training computes it (autocast too)."""
     device = torch.device(config.device)

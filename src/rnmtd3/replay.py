@@ -16,11 +16,6 @@ class Batch(NamedTuple):
     terminated: torch.Tensor
 
 
-def replay_bytes(obs_dim: int, act_dim: int, capacity: int) -> int:
-    """Memory of a full buffer: obs and next_obs, action, reward and the terminal flag, all float32."""
-    return 4 * capacity * (2 * obs_dim + act_dim + 2)
-
-
 class ReplayBuffer:
     """Storage is torch.empty, so memory is only touched as transitions arrive, not at construction."""
 

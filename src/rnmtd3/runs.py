@@ -11,7 +11,7 @@ import torch
 
 from .config import RunConfig
 from .errors import UsageError
-from .evaluator import spare_cores
+from .resources import spare_cores
 from .sinks import FileSink
 from .trainer import TrainResult, require_device, train
 

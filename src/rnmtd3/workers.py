@@ -6,7 +6,6 @@ only starts them, forwards stop signals and collects the progress messages they 
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -18,18 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
-
-from .checkpoint import RESUME
-from .config import RunConfig
-from .envs import make_env
-from .errors import UsageError
-from .evaluator import spare_cores
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
-from .replay import replay_bytes
-from .trainer import train
+from .resources import spare_cores
 
 POLL_S = 2.0
 
@@ -131,6 +121,10 @@ def run_folder(claim: Claim, artifacts: Path) -> Path:
 def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: threading.Event,
          artifacts: Path, lease_s: float, wait: bool = False, background_eval: bool = False) -> int:
     """Claim and train runs until none is left (or `stop` is set); returns the number of runs finished."""
+    # Imported here: the parent of a pool (`rnm run-workers`) never trains, and need not pay torch's import.
+    from .checkpoint import RESUME
+    from .trainer import train
+
     registry = open_registry(db, create=False)
     finished = 0
     try:
@@ -182,6 +176,8 @@ def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease
     """Entry of a spawned worker: one torch thread; the parent's SIGTERM means 'checkpoint and hand the run back',
     its SIGUSR1 'hand it back now'. A terminal's Ctrl-C reaches the whole process group, so workers ignore SIGINT
     and let the parent decide, which keeps the order of the two requests unambiguous."""
+    import torch
+
     torch.set_num_threads(threads)
     stop = threading.Event()
 
@@ -249,44 +245,3 @@ class WorkerPool:
         for process in self.processes:
             process.join()
         return [p.exitcode for p in self.processes]
-
-
-PROCESS_OVERHEAD = 400 * 2**20  # torch, MuJoCo and the interpreter of one worker, measured around 350 MB
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else total physical memory."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def worker_memory(registry: Registry, eval_helper: bool = False) -> int:
-    """Peak memory one worker may need for the claimable runs: the largest replay buffer among them, plus its
-    process (and its evaluation helper's, where it has one)."""
-    runs = registry.runs_frame()
-    pending = runs[runs["status"].isin(["queued", "running"])]
-    largest, dims = 0, {}
-    for config_json in pending["config"]:
-        config = RunConfig.from_dict(json.loads(config_json))
-        if config.env not in dims:
-            env = make_env(config.env)
-            dims[config.env] = (int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)))
-            env.close()
-        largest = max(largest, replay_bytes(*dims[config.env], min(config.buffer_size, config.steps)))
-    return largest + PROCESS_OVERHEAD * (2 if eval_helper else 1)
-
-
-def check_memory(registry: Registry, jobs: int, threads: int = 1) -> None:
-    """Refuse a plan whose workers cannot all hold their largest replay buffer, saying how many would fit."""
-    need, have = worker_memory(registry, eval_helper=spare_cores(jobs, threads)), available_memory()
-    if jobs * need > have:
-        fit = max(have // need, 0)
-        raise UsageError(f"{jobs} workers need up to {jobs * need / 2**30:.1f} GiB ({need / 2**30:.2f} GiB each, "
-                         f"mostly replay buffers) but {have / 2**30:.1f} GiB is available; at most {fit} worker(s) fit "
-                         "(or lower buffer_size)")
