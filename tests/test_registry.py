@@ -57,8 +57,9 @@ def run_ids(reg: Registry) -> list[int]:
 
 
 def row(reg: Registry, run_id: int) -> dict:
+    """One run as a dict, a missing value as None (NaN != NaN would make equal rows compare unequal)."""
     runs = reg.runs_frame()
-    return runs[runs["run_id"] == run_id].iloc[0].to_dict()
+    return {k: (None if pd.isna(v) else v) for k, v in runs[runs["run_id"] == run_id].iloc[0].to_dict().items()}
 
 
 def dead_pid() -> int:
