@@ -46,7 +46,8 @@ def train(
 
     try:
         result = train_foreground(config, out, threads=threads, on_progress=on_progress,
-                                  on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"))
+                                  on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"),
+                                  on_note=lambda note: console.print(f"note: {note}", soft_wrap=True))
     finally:
         if progress.live.is_started:
             progress.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from pathlib import Path
@@ -36,8 +37,8 @@ def run_workers(
     """Drain the queue with N worker processes; Ctrl-C checkpoints every run and hands it back to the queue."""
     if jobs < 1 or threads_per_worker < 1:
         raise UsageError("-j and --threads-per-worker must be at least 1")
-    if lease < 10:
-        raise UsageError("--lease must be at least 10 seconds")
+    if not math.isfinite(lease) or lease < 10:
+        raise UsageError(f"bad --lease {lease}: give a number of seconds, at least 10")
     registry = open_registry(db, create=False)
     check_memory(registry, jobs, threads_per_worker)
     folder = (artifacts or default_artifacts(db)).expanduser().absolute()
@@ -76,8 +77,24 @@ def run_workers(
     err.print()
     for line in board.log:
         err.print(line)
-    if any(code not in (0, None) for code in codes) and not stopping["count"]:
+    died = [f"worker {i} died ({_exit_reason(code)})" for i, code in enumerate(codes) if code not in (0, None)]
+    for line in died:
+        err.print(line)
+    failed = board.failed_runs(registry)
+    if failed:
+        err.print(f"{len(failed)} run(s) failed: {', '.join(map(str, failed))}; `rnm status` shows why, `rnm retry` "
+                  "queues them again")
+    if failed or (died and not stopping["count"]):
         raise typer.Exit(1)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: bool, threads: int, registry) -> None:
@@ -107,12 +124,23 @@ class Board:
         self.rows: dict[int, WorkerUpdate] = {i: WorkerUpdate(i, "starting") for i in range(jobs)}
         self.counts: dict[str, int] = {}
         self.log: list[str] = []
+        self.worked_on: set[int] = set()
 
     def apply(self, update: WorkerUpdate) -> None:
         self.rows[update.worker] = update
+        if update.run_id is not None:
+            self.worked_on.add(update.run_id)
         if update.state in ("finished", "failed", "released", "lost") or (update.state == "exited" and update.message):
             ret = f", return {update.last_return:.1f}" if update.last_return is not None else ""
             self.log.append(f"worker {update.worker}: {update.state} {update.label}{ret} {update.message}".rstrip())
+
+    def failed_runs(self, registry) -> list[int]:
+        """The runs these workers held that ended failed."""
+        runs = registry.runs_frame()
+        if runs.empty:
+            return []
+        return sorted(int(r) for r in runs.loc[runs["run_id"].isin(self.worked_on) & (runs["status"] == "failed"),
+                                               "run_id"])
 
     def refresh_counts(self, registry) -> None:
         runs = registry.runs_frame()

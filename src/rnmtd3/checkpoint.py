@@ -2,6 +2,10 @@
 
 `checkpoint.pt` is the public artifact (MISSION.md section 4): the six forward-pass state_dicts and the config.
 `resume.pt` beside it holds everything else a resumed run needs. Both load with `weights_only=True`.
+
+Both carry their owner: the database id, run id and config hash of the run that wrote them (a foreground run's
+owner is its config hash alone). A run resumes only from its own resume state; anything else, and a file that
+cannot be read, means a restart from step 0 with the reason, never a resume from another run's numbers.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from typing import Any
 import torch
 
 from .config import RunConfig
-from .errors import RnmError
+from .errors import RnmError, UsageError
 from .sparsity import satisfies_nm
 from .td3 import NETWORKS
 
 CHECKPOINT = "checkpoint.pt"
 RESUME = "resume.pt"
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2
+"""2: adds `owner` and `curve` (every evaluation up to the checkpoint, so a resumed run's curve is whole)."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -47,9 +52,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_public(run_dir: Path, networks: dict[str, dict[str, torch.Tensor]], config: RunConfig, step: int) -> Path:
+def save_public(run_dir: Path, networks: dict[str, dict[str, torch.Tensor]], config: RunConfig, step: int,
+                owner: dict[str, Any]) -> Path:
     path = Path(run_dir) / CHECKPOINT
-    atomic_save({**networks, "config": config.to_dict(), "step": step}, path)
+    atomic_save({**networks, "config": config.to_dict(), "step": step, "owner": owner}, path)
     return path
 
 
@@ -69,8 +75,11 @@ def load(path: Path) -> dict[str, Any]:
         raise RnmError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
 
 
-def load_resume(run_dir: Path) -> dict[str, Any] | None:
-    """The resume state of a run folder, or None where the run never reached a checkpoint.
+def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(state, None) to resume from; (None, None) where the run never reached a checkpoint; (None, reason) where
+    the folder holds a resume state this run must not or cannot use: corrupt, of another format, or another
+    database's or run's. A foreground run (an owner without a database) given another config's folder is refused
+    instead: the user chose the folder.
 
     Temporary files of a save that was killed half-way are removed: they can be as large as the replay buffer.
     """
@@ -78,11 +87,32 @@ def load_resume(run_dir: Path) -> dict[str, Any] | None:
         stale.unlink(missing_ok=True)
     path = Path(run_dir) / RESUME
     if not path.exists():
-        return None
-    state = load(path)
-    if state.get("format") != RESUME_FORMAT:
-        raise RnmError(f"{path} has resume format {state.get('format')}, this rnm reads {RESUME_FORMAT}")
-    return state
+        return None, None
+    try:
+        state = load(path)
+    except RnmError as exc:
+        return None, f"{exc}; restarted from step 0"
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        return None, f"{path} has resume format {found}, this rnm reads {RESUME_FORMAT}; restarted from step 0"
+    saved = state.get("owner") or {}
+    if "database" not in owner and "database" in saved:
+        raise UsageError(f"{run_dir} holds run {saved.get('run')} of database {saved['database']}; choose another "
+                         "folder")
+    if "database" not in owner and saved.get("config") != owner["config"]:
+        raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder")
+    if saved != owner:
+        theirs = ", ".join(f"{k} {v}" for k, v in sorted(saved.items())) or "no owner"
+        return None, f"{path} belongs to another run ({theirs}); restarted from step 0"
+    return state, None
+
+
+def owner_of(config: RunConfig, database_id: str | None = None, run_id: int | None = None) -> dict[str, Any]:
+    """Who a run folder's files belong to: the run's config hash, and its database and run id when it has them."""
+    owner: dict[str, Any] = {"config": config.hash}
+    if database_id is not None:
+        owner.update(database=database_id, run=run_id)
+    return owner
 
 
 def check_sparsity(path: Path) -> dict[str, bool]:

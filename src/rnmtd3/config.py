@@ -104,16 +104,33 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    def identity(self) -> dict[str, Any]:
+        """env, pattern, seed and the keys that differ from their defaults: what makes this run this run.
+
+        A key left at its default is not part of the identity, so adding a key with a default to RunConfig changes
+        no earlier run's hash: re-queueing an old sweep after an upgrade finds every run already there.
+        """
+        defaults = {f.name: json_value(f.default) for f in dataclasses.fields(self) if f.name not in IDENTITY_FIELDS}
+        return {key: value for key, value in self.to_dict().items()
+                if key in IDENTITY_FIELDS or value != defaults[key]}
+
     @property
     def hash(self) -> str:
-        """The run's identity: equal configs (env, pattern, seed and every key) give equal hashes."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
+        """The run's identity as a digest: equal configs give equal hashes, and new default keys change none."""
+        return identity_hash(self.identity())
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+IDENTITY_FIELDS = ("env", "pattern", "seed")
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """Digest of an identity dict (see RunConfig.identity); migration 0003 keeps a frozen copy of this rule."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
 
 SPARSITY_KEYS = ("mask_interval", "grad_mode", "srste_decay", "sparse_io")
 """Keys that change nothing in a dense run: a sweep over them queues its dense baseline once."""

@@ -11,3 +11,11 @@ class UsageError(RnmError, ValueError):
 
 class DatabaseError(RnmError):
     """A database that cannot be used: unreadable, foreign, or of a newer schema."""
+
+
+class IncompleteCurve(RnmError):
+    """A run reached its last step without every evaluation its protocol defines: it is never marked done."""
+
+
+class TransientDatabaseError(DatabaseError):
+    """A database error that waiting may cure (a full disk, a lost connection): a run failing with it backs off."""

@@ -37,7 +37,8 @@ def prepare_out_dir(out: Path) -> Path:
 
 def train_foreground(config: RunConfig, out: Path, threads: int = 1,
                      on_progress: Callable[[int, float], None] | None = None,
-                     on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+                     on_eval: Callable[[int, float], None] | None = None,
+                     on_note: Callable[[str], None] | None = None) -> TrainResult:
     """Train in this process into `out`, which is created only once the device and folder are known to work;
     SIGINT/SIGTERM ask for a checkpoint at the next episode boundary, then return."""
     require_device(config.device)
@@ -50,7 +51,8 @@ def train_foreground(config: RunConfig, out: Path, threads: int = 1,
             raise KeyboardInterrupt
         stop["asked"] = True
 
-    sink = FileSink(run_dir, on_progress=on_progress, on_eval=on_eval, should_stop=lambda: stop["asked"])
+    sink = FileSink(run_dir, on_progress=on_progress, on_eval=on_eval, should_stop=lambda: stop["asked"],
+                    on_note=on_note)
     previous = {sig: signal.signal(sig, ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return train(config, run_dir, sink, background_eval=spare_cores(1, threads))

@@ -8,8 +8,18 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 
+def kept_through(start_step: int) -> int:
+    """The last step a sink keeps when a run starts at `start_step`: a resume keeps its checkpoint's past, a
+    restart from step 0 keeps nothing (its step-0 evaluation is made again)."""
+    return start_step if start_step > 0 else -1
+
+
 class Sink(Protocol):
     """What the trainer calls; every method must be cheap, it runs inside the training loop."""
+
+    def on_start(self, step: int, note: str | None) -> None:
+        """Training starts at `step`: drop what an earlier attempt recorded after it (see kept_through); `note`
+        says why a run restarts from step 0 when its resume state could not be used."""
 
     def on_eval(self, step: int, return_mean: float, return_std: float, wall_time: float) -> None: ...
 
@@ -29,8 +39,16 @@ class MemorySink:
     evals: list[tuple[int, float, float]] = field(default_factory=list)
     stats: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     stop_after_checkpoint: bool = False
     last_step: int = 0
+
+    def on_start(self, step: int, note: str | None) -> None:
+        keep = kept_through(step)
+        self.evals = [e for e in self.evals if e[0] <= keep]
+        self.stats = [s for s in self.stats if s[0] <= keep]
+        if note:
+            self.notes.append(note)
 
     def on_eval(self, step: int, return_mean: float, return_std: float, wall_time: float) -> None:
         self.evals.append((step, return_mean, return_std))
@@ -55,18 +73,31 @@ class FileSink:
 
     def __init__(self, run_dir: Path, on_progress: Callable[[int, float], None] | None = None,
                  on_eval: Callable[[int, float], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None,
+                 on_note: Callable[[str], None] | None = None):
         self.path = Path(run_dir) / "evals.csv"
         self._progress = on_progress
         self._eval = on_eval
         self._should_stop = should_stop
+        self._note = on_note
         self._seen: set[int] = set()
+
+    def on_start(self, step: int, note: str | None) -> None:
+        """Rewrite evals.csv with the rows this start keeps (atomically: a kill leaves the old file or the new)."""
+        keep = kept_through(step)
+        rows = []
         if self.path.exists():
-            with self.path.open() as handle:
-                self._seen = {int(row["step"]) for row in csv.DictReader(handle)}
-        else:
-            with self.path.open("w", newline="") as handle:
-                csv.writer(handle).writerow(self.COLUMNS)
+            with self.path.open(newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= keep]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+        self._seen = {int(row["step"]) for row in rows}
+        if note and self._note:
+            self._note(note)
 
     def on_eval(self, step: int, return_mean: float, return_std: float, wall_time: float) -> None:
         if step not in self._seen:

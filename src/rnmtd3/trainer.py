@@ -37,12 +37,15 @@ def require_device(device: str) -> None:
 
 
 def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
-          background_eval: bool = False) -> TrainResult:
-    """Run `config` to `config.steps`, reporting to `sink`; resume from `run_dir`'s checkpoint when there is one.
+          background_eval: bool = False, owner: dict | None = None) -> TrainResult:
+    """Run `config` to `config.steps`, reporting to `sink`; resume from `run_dir`'s checkpoint when it is this run's.
 
     Checkpoints are taken at the first episode boundary after each checkpoint_interval, and when the sink asks
     to stop; at a boundary the environment's RNG state is all the simulator state a resume needs.
-    `background_eval` evaluates in a helper process, for where a core is spare; the curve is the same.
+    `owner` (checkpoint.owner_of) stamps the files; a resume state with another owner, or one that cannot be read,
+    is not resumed from: the run starts at step 0 and the sink hears why (`on_start`). A resume state carries the
+    curve up to its step, which is reported again, so the sink ends with every evaluation of one line of
+    checkpoints. `background_eval` evaluates in a helper process, for where a core is spare; the curve is the same.
     """
     require_device(config.device)
     run_dir = Path(run_dir)
@@ -65,29 +68,36 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
     expl_std = (high - low) / 2.0 * config.expl_noise
     policy = greedy_policy(agent.actor, config)
     evaluator = Evaluator(config, obs_dim, act_dim, low, high, background=background_eval)
+    owner = owner or ckpt.owner_of(config)
     last_return: float | None = None
+    curve: list[tuple[int, float, float, float]] = []
+
+    def report(step: int, mean: float, std: float, wall_time: float) -> None:
+        nonlocal last_return
+        last_return = mean
+        curve.append((step, mean, std, wall_time))
+        sink.on_eval(step, mean, std, wall_time)
 
     def report_evals(results) -> None:
-        nonlocal last_return
         for result in results:
-            last_return = float(result.returns.mean())
-            sink.on_eval(result.step, last_return, float(result.returns.std()), result.wall_time)
+            report(result.step, float(result.returns.mean()), float(result.returns.std()), result.wall_time)
 
     try:
-        state = ckpt.load_resume(run_dir) if resume else None
+        state, restart_reason = ckpt.load_resume(run_dir, config, owner) if resume else (None, None)
         if state is not None:
-            saved = RunConfig.from_dict(state["config"])
-            if saved.hash != config.hash:
-                raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder")
+            sink.on_start(int(state["step"]), None)
+            for point in state["curve"]:
+                report(int(point[0]), float(point[1]), float(point[2]), float(point[3]))
             agent.load_state(state["agent"])
             replay.load_state(state["replay"])
             generator.set_state(state["rng"]["torch"])
             rng.bit_generator.state = state["rng"]["numpy"]
             env.unwrapped.np_random = np.random.default_rng()
             env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
-            start, wall_offset, last_return = int(state["step"]), float(state["wall_time"]), state["last_return"]
+            start, wall_offset = int(state["step"]), float(state["wall_time"])
             obs, _ = env.reset()
         else:
+            sink.on_start(0, restart_reason)
             start, wall_offset = 0, 0.0
             obs, _ = env.reset(seed=config.seed)
             evaluator.submit(0, 0.0, snapshot(agent.actor))
@@ -101,12 +111,12 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
             report_evals(evaluator.drain())  # a resumed run must not miss an evaluation before its checkpoint
             networks = agent.forward_state_dicts()
             ckpt.save_resume(run_dir, {
-                "config": config.to_dict(), "step": step, "wall_time": wall(), "last_return": last_return,
+                "config": config.to_dict(), "owner": owner, "step": step, "wall_time": wall(), "curve": curve,
                 "agent": agent.state(), "replay": replay.state(),
                 "rng": {"torch": generator.get_state(), "numpy": rng.bit_generator.state,
                         "env": env.unwrapped.np_random.bit_generator.state},
             })
-            path = ckpt.save_public(run_dir, networks, config, step)
+            path = ckpt.save_public(run_dir, networks, config, step, owner)
             sink.on_checkpoint(step, path)
 
         last_checkpoint = start
@@ -180,4 +190,6 @@ def resume(run_dir: Path, sink: Sink) -> TrainResult:
     public = Path(run_dir) / ckpt.CHECKPOINT  # small, unlike resume.pt with its replay buffer; same config
     if not (Path(run_dir) / ckpt.RESUME).exists() or not public.exists():
         raise UsageError(f"{run_dir} holds no resumable checkpoint ({ckpt.RESUME} and {ckpt.CHECKPOINT})")
-    return train(RunConfig.from_dict(ckpt.load(public)["config"]), Path(run_dir), sink)
+    saved = ckpt.load(public)
+    config = RunConfig.from_dict(saved["config"])
+    return train(config, Path(run_dir), sink, owner=saved.get("owner") or ckpt.owner_of(config))

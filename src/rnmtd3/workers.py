@@ -6,6 +6,7 @@ only starts them, forwards stop signals and collects the progress messages they 
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -17,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import DatabaseError, IncompleteCurve, TransientDatabaseError, UsageError
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
 from .resources import spare_cores
 
 POLL_S = 2.0
+MAX_IDLE_WAIT_S = 60.0
+TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM}
 
 
 class LeaseLost(Exception):
@@ -47,6 +51,7 @@ class WorkerUpdate:
     steps_per_sec: float = 0.0
     last_return: float | None = None
     message: str = ""
+    state_detail: str = ""  # for failed: permanent | transient | error (see classify)
 
 
 class RegistrySink:
@@ -81,6 +86,14 @@ class RegistrySink:
         self._done.set()
         self._beat.join()
 
+    def on_start(self, step: int, note: str | None) -> None:
+        if step == 0 and note is None and self.claim.checkpoint:
+            note = (f"checkpoint {self.claim.checkpoint} not reachable from {socket.gethostname()}; "
+                    "restarted from step 0")
+        if not self.registry.begin_attempt(self.claim, step, note):
+            raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
+        self.step = step
+
     def announce(self, state: str, step: int) -> None:
         self.report(WorkerUpdate(self.worker, state, self.claim.run_id, self.label, step,
                                  self.claim.config.steps, self.rate, self.last_return))
@@ -111,52 +124,79 @@ class RegistrySink:
         return self.stop.is_set()
 
 
-def run_folder(claim: Claim, artifacts: Path) -> Path:
-    """The folder of the run's last checkpoint when this host can reach it (a shared filesystem), else a new one."""
+def run_folder(claim: Claim, artifacts: Path, database_id: str) -> Path:
+    """The folder of the run's last checkpoint when this host can reach it (a shared filesystem), else its own
+    folder under one per database: two databases sharing `artifacts` never share a run folder."""
     if claim.checkpoint and Path(claim.checkpoint).parent.is_dir():
         return Path(claim.checkpoint).parent
-    return artifacts / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+    return artifacts / f"db-{database_id[:12]}" / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+
+
+def classify(exc: BaseException) -> str:
+    """'permanent' when retrying cannot help (bad config for this machine, an incomplete curve), 'transient' when
+    waiting may (a full disk, a lost database connection), else 'error' (counts as an attempt)."""
+    if isinstance(exc, (UsageError, IncompleteCurve)):
+        return "permanent"
+    if isinstance(exc, TransientDatabaseError) or (isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS):
+        return "transient"
+    return "error"
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(f"{exc.__class__.__name__}: {exc}".split())
 
 
 def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: threading.Event,
          artifacts: Path, lease_s: float, wait: bool = False, background_eval: bool = False) -> int:
     """Claim and train runs until none is left (or `stop` is set); returns the number of runs finished."""
     # Imported here: the parent of a pool (`rnm run-workers`) never trains, and need not pay torch's import.
-    from .checkpoint import RESUME
+    import torch
+
+    from .checkpoint import owner_of
+    from .provenance import collect
     from .trainer import train
 
     registry = open_registry(db, create=False)
     finished = 0
     try:
+        database_id = registry.database_id
         while not stop.is_set():
             registry.expire_dead_local()
             claim = registry.claim(lease_s)
             if claim is None:
-                if not wait:
+                backoff = registry.next_retry_in()
+                if not wait and backoff is None:
                     break
-                report(WorkerUpdate(worker, "idle"))
-                stop.wait(POLL_S)
+                report(WorkerUpdate(worker, "idle", message="" if backoff is None else
+                                    f"next retry in {backoff:.0f} s"))
+                stop.wait(min(backoff, MAX_IDLE_WAIT_S) if backoff else POLL_S)
                 continue
-            run_dir = run_folder(claim, Path(artifacts))
-            if claim.checkpoint and not (run_dir / RESUME).exists():
-                registry.note(claim, f"checkpoint {claim.checkpoint} not reachable from {socket.gethostname()}; "
-                                     "restarted from step 0")
+            registry.record_attempt(claim, collect(torch.get_num_threads()))
+            run_dir = run_folder(claim, Path(artifacts), database_id)
             sink = RegistrySink(registry, claim, report, worker, stop, lease_s)
             sink.announce("claimed", 0)
             try:
-                result = train(claim.config, run_dir, sink, background_eval=background_eval)
+                result = train(claim.config, run_dir, sink, background_eval=background_eval,
+                               owner=owner_of(claim.config, database_id, claim.run_id))
+                if result.finished:
+                    registry.finish(claim, result.steps_done)
             except LeaseLost as exc:
                 report(WorkerUpdate(worker, "lost", claim.run_id, sink.label, message=str(exc)))
             except KeyboardInterrupt:
                 registry.release(claim)
                 report(WorkerUpdate(worker, "released", claim.run_id, sink.label))
                 break
-            except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded with its traceback
-                registry.fail(claim, traceback.format_exc())
-                report(WorkerUpdate(worker, "failed", claim.run_id, sink.label, message=f"{exc.__class__.__name__}: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - every failure of a run is recorded, by its kind
+                kind = classify(exc)
+                detail = one_line(exc) if kind == "permanent" else traceback.format_exc()
+                try:
+                    registry.fail(claim, detail, permanent=kind == "permanent", transient=kind == "transient")
+                except DatabaseError:  # the database itself is gone: the lease expires and the run is taken over
+                    pass
+                report(WorkerUpdate(worker, "failed", claim.run_id, sink.label, message=one_line(exc),
+                                    state_detail=kind))
             else:
                 if result.finished:
-                    registry.finish(claim, result.steps_done)
                     finished += 1
                     report(WorkerUpdate(worker, "finished", claim.run_id, sink.label, result.steps_done,
                                         claim.config.steps, sink.rate, result.last_return))

@@ -42,6 +42,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint: Mapped[str | None] = mapped_column(Text)
     notes: Mapped[str | None] = mapped_column(Text)  # events worth knowing that are not errors (a lost checkpoint)
+    retry_at: Mapped[float | None] = mapped_column(Float)  # not claimable before this time (transient back-off)
+    transient_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("ix_runs_status", "status"),)
 
@@ -67,3 +69,38 @@ class TrainStat(Base):
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+
+
+class RegistryInfo(Base):
+    """Facts about the database itself; `database_id` names it in every artifact written for its runs."""
+
+    __tablename__ = "registry_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Attempt(Base):
+    """One attempt at a run: when, by which process, and the code and library versions that made its numbers."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    rnm_version: Mapped[str | None] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    python: Mapped[str | None] = mapped_column(String(64))
+    torch: Mapped[str | None] = mapped_column(String(64))
+    gymnasium: Mapped[str | None] = mapped_column(String(64))
+    mujoco: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    cpu: Mapped[str | None] = mapped_column(String(255))
+    threads: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_attempts_run_id", "run_id"),)
+
+
+PROVENANCE_KEYS = ("rnm_version", "git_commit", "python", "torch", "gymnasium", "mujoco", "host", "cpu", "threads")

@@ -1,6 +1,7 @@
 """The registry's public API: each method is one transaction; each state change one conditional statement.
 
-A lost race (another worker claimed first, a lease was taken over) returns False or None; it never raises.
+A lost race (another worker claimed first, a lease was taken over) returns False or None; an illegal move (retrying
+a running run, cancelling one that does not exist) raises a UsageError that says what is allowed.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import pandas as pd
-from sqlalchemy import Engine, case, func, insert, literal, select, update
+from sqlalchemy import Engine, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import RunConfig
+from ..errors import IncompleteCurve, RnmError, UsageError
 from .engine import open_engine, safe_url
-from .models import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Evaluation, Run, TrainStat
+from .models import (CANCELLED, DONE, FAILED, PROVENANCE_KEYS, QUEUED, RUNNING, Attempt, Evaluation, RegistryInfo,
+                     Run, TrainStat)
 
 DEFAULT_LEASE_S = 60.0
+BACKOFF_S = 30.0
+"""Wait before the first retry of a run that failed for a passing reason (a full disk); doubled at each repeat."""
+MAX_BACKOFF_S = 3600.0
+MAX_TRANSIENT = 12
+"""Passing failures a run may have before they count as attempts (about 8 hours of back-off in all)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,15 @@ class Registry:
         self.engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
         self.url = safe_url(engine.url.render_as_string(hide_password=False))
+        self._database_id: str | None = None
+
+    @property
+    def database_id(self) -> str:
+        """This database's own identity (a UUID made with it): run folders and checkpoints carry it."""
+        if self._database_id is None:
+            with self._tx() as session:
+                self._database_id = session.scalar(select(RegistryInfo.value).where(RegistryInfo.key == "database_id"))
+        return self._database_id
 
     # -- time, by the database's clock -------------------------------------------------------------
     def _now(self) -> ColumnElement[float]:
@@ -76,22 +93,41 @@ class Registry:
                 present.update(session.scalars(select(Run.config_hash).where(Run.config_hash.in_(chunk))))
             new = [c for c in configs if c.hash not in present]
             if new and not dry_run:
+                # A concurrent `rnm queue` may insert the same runs between the read and this write: rows that
+                # exist by then are skipped, and only the rows this statement inserted count as added.
                 now = session.scalar(select(self._now()))
-                session.execute(insert(Run), [
-                    {"config_hash": c.hash, "config": c.to_json(), "env": c.env, "pattern": str(c.pattern),
-                     "seed": c.seed, "steps_total": c.steps, "status": QUEUED, "attempts": 0,
-                     "max_attempts": max_attempts, "created_at": now, "steps_done": 0}
-                    for c in new
-                ])
+                inserted: set[str] = set()
+                for start in range(0, len(new), 500):
+                    inserted.update(session.scalars(self._insert_ignore(Run).returning(Run.config_hash), [
+                        {"config_hash": c.hash, "config": c.to_json(), "env": c.env, "pattern": str(c.pattern),
+                         "seed": c.seed, "steps_total": c.steps, "status": QUEUED, "attempts": 0,
+                         "max_attempts": max_attempts, "created_at": now, "steps_done": 0,
+                         "transient_failures": 0}
+                        for c in new[start:start + 500]
+                    ]))
+                present.update(c.hash for c in new if c.hash not in inserted)
+                new = [c for c in new if c.hash in inserted]
         return EnqueueResult(new, [c for c in configs if c.hash in present])
 
     def claim(self, lease_s: float = DEFAULT_LEASE_S, host: str | None = None, pid: int | None = None) -> Claim | None:
-        """Atomically take the oldest claimable run: queued, or running with an expired lease (its worker is gone).
+        """Atomically take the oldest claimable run: queued (and past its back-off), or running with an expired lease
+        (its worker is gone).
 
-        One UPDATE ... RETURNING statement; on PostgreSQL its subquery locks with FOR UPDATE SKIP LOCKED.
+        One UPDATE ... RETURNING statement; on PostgreSQL its subquery locks with FOR UPDATE SKIP LOCKED. A run whose
+        stored config this rnm cannot read (written by a newer version, or edited) fails at once with the reason,
+        and the next run is claimed: one bad row never stops the queue.
         """
-        host = host or socket.gethostname()
-        pid = pid or os.getpid()
+        while True:
+            claim, row = self._claim_once(lease_s, host or socket.gethostname(), pid or os.getpid())
+            if row is None:
+                return claim
+            try:
+                return Claim(row.id, RunConfig.from_dict(json.loads(row.config)), row.attempts, claim, row.checkpoint)
+            except (RnmError, ValueError, TypeError) as exc:
+                self.fail(Claim(row.id, None, row.attempts, claim, None),  # type: ignore[arg-type]
+                          f"unreadable config: {exc}", permanent=True)
+
+    def _claim_once(self, lease_s: float, host: str, pid: int):
         token = str(uuid.uuid4())
         now = self._now()
         with self._tx() as session:
@@ -101,9 +137,10 @@ class Registry:
                 .values(status=FAILED, finished_at=now, claim_token=None,
                         error=func.coalesce(Run.error, "") + "worker lost (killed or silent) on its last attempt")
             )
+            waiting_done = (Run.retry_at.is_(None)) | (Run.retry_at <= now)
             candidate = (
                 select(Run.id)
-                .where((Run.status == QUEUED) | ((Run.status == RUNNING) & (Run.lease_expires < now)))
+                .where(((Run.status == QUEUED) & waiting_done) | ((Run.status == RUNNING) & (Run.lease_expires < now)))
                 .order_by(Run.id)
                 .limit(1)
             )
@@ -113,13 +150,53 @@ class Registry:
                 update(Run)
                 .where(Run.id == candidate.scalar_subquery())
                 .values(status=RUNNING, attempts=Run.attempts + 1, worker_host=host, worker_pid=pid,
-                        claim_token=token, lease_expires=now + lease_s, heartbeat_at=now,
+                        claim_token=token, lease_expires=now + lease_s, heartbeat_at=now, retry_at=None,
                         started_at=func.coalesce(Run.started_at, now))
                 .returning(Run.id, Run.config, Run.attempts, Run.checkpoint)
             ).one_or_none()
-        if row is None:
-            return None
-        return Claim(row.id, RunConfig.from_dict(json.loads(row.config)), row.attempts, token, row.checkpoint)
+        return (None, None) if row is None else (token, row)
+
+    def next_retry_in(self) -> float | None:
+        """Seconds until the earliest queued run's back-off ends (0 when one is claimable now); None when no run
+        is queued. A worker with nothing to claim waits this long instead of leaving runs behind."""
+        now = self._now()
+        with self._tx() as session:
+            wait = session.scalar(select(func.min(func.coalesce(Run.retry_at, now) - now)).where(Run.status == QUEUED))
+        return None if wait is None else max(float(wait), 0.0)
+
+    def record_attempt(self, claim: Claim, provenance: dict[str, object]) -> bool:
+        """What made this attempt's numbers: the rnm, torch, gymnasium and mujoco versions, host, CPU, threads."""
+        values = {key: provenance.get(key) for key in PROVENANCE_KEYS}
+        with self._tx() as session:
+            if session.scalar(select(func.count()).select_from(Run).where(*self._held(claim))) != 1:
+                return False
+            session.execute(self._insert_ignore(Attempt), [{
+                "run_id": claim.run_id, "attempt": claim.attempts, "started_at": session.scalar(select(self._now())),
+                "worker_pid": os.getpid(), **values}])
+        return True
+
+    def begin_attempt(self, claim: Claim, start_step: int, note: str | None = None) -> bool:
+        """Make the registry agree with where the trainer starts, in one transaction.
+
+        A restart from step 0 removes every evaluation and statistic of earlier attempts; a resume from a checkpoint
+        at `start_step` removes what earlier attempts recorded after it (the resumed run records it again). So a
+        curve always comes from one line of checkpoints, and last_return is its last point.
+        """
+        keep = start_step if start_step > 0 else -1
+        with self._tx() as session:
+            if session.scalar(select(func.count()).select_from(Run).where(*self._held(claim))) != 1:
+                return False
+            session.execute(delete(Evaluation).where(Evaluation.run_id == claim.run_id, Evaluation.step > keep))
+            session.execute(delete(TrainStat).where(TrainStat.run_id == claim.run_id, TrainStat.step > keep))
+            last = (select(Evaluation.return_mean).where(Evaluation.run_id == claim.run_id)
+                    .order_by(Evaluation.step.desc()).limit(1).scalar_subquery())
+            values: dict[str, object] = {"steps_done": max(start_step, 0), "last_return": last}
+            if start_step == 0:
+                values["checkpoint"] = None
+            if note:
+                values["notes"] = func.coalesce(Run.notes + "\n", "") + note
+            session.execute(update(Run).where(*self._held(claim)).values(**values))
+        return True
 
     def expire_dead_local(self, host: str | None = None) -> list[int]:
         """Expire the leases of runs held by processes of this host that no longer exist, so they are claimable now."""
@@ -183,11 +260,23 @@ class Registry:
         return result.rowcount == 1
 
     def finish(self, claim: Claim, steps_done: int) -> bool:
+        """Mark the run done, only with its complete curve: an evaluation at step 0 and at every eval_interval up to
+        `steps`. A run without it raises IncompleteCurve and stays as it is (the caller fails it with the reason)."""
         now = self._now()
+        cfg = claim.config
+        expected = set(range(0, cfg.steps + 1, cfg.eval_interval))
         with self._tx() as session:
+            if session.scalar(select(func.count()).select_from(Run).where(*self._held(claim))) != 1:
+                return False
+            recorded = set(session.scalars(select(Evaluation.step).where(Evaluation.run_id == claim.run_id)))
+            missing = sorted(expected - recorded)
+            if missing:
+                shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+                raise IncompleteCurve(f"curve incomplete: {len(missing)} of {len(expected)} evaluations missing "
+                                      f"(steps {shown}); not marked done")
             result = session.execute(update(Run).where(*self._held(claim)).values(
                 status=DONE, steps_done=steps_done, finished_at=now, claim_token=None, lease_expires=None,
-                error=None))
+                error=None, retry_at=None))
         return result.rowcount == 1
 
     def release(self, claim: Claim) -> bool:
@@ -198,14 +287,31 @@ class Registry:
                 worker_host=None, worker_pid=None))
         return result.rowcount == 1
 
-    def fail(self, claim: Claim, error: str) -> bool:
-        """Record a failed attempt: back to the queue, or failed for good once attempts reach max_attempts."""
+    def fail(self, claim: Claim, error: str, permanent: bool = False, transient: bool = False) -> bool:
+        """Record a failed attempt.
+
+        `permanent` (retrying cannot help: no CUDA device, a discrete-action env): failed at once. `transient` (a
+        full disk, a lost connection): back to the queue after a back-off that doubles with each repeat, without
+        using an attempt, until MAX_TRANSIENT repeats. Otherwise: back to the queue, or failed for good once
+        attempts reach max_attempts.
+        """
         now = self._now()
+        if permanent:
+            values: dict[str, object] = {"status": FAILED, "finished_at": now}
+        elif transient:
+            give_up = Run.transient_failures >= MAX_TRANSIENT
+            exhausted = give_up & (Run.attempts >= Run.max_attempts)
+            values = {"status": case((exhausted, literal(FAILED)), else_=literal(QUEUED)),
+                      "finished_at": case((exhausted, now), else_=None),
+                      "attempts": case((give_up, Run.attempts), else_=Run.attempts - 1),
+                      "transient_failures": Run.transient_failures + 1,
+                      "retry_at": now + _backoff(Run.transient_failures)}
+        else:
+            values = {"status": case((Run.attempts >= Run.max_attempts, literal(FAILED)), else_=literal(QUEUED)),
+                      "finished_at": case((Run.attempts >= Run.max_attempts, now), else_=None)}
         with self._tx() as session:
             result = session.execute(update(Run).where(*self._held(claim)).values(
-                status=case((Run.attempts >= Run.max_attempts, literal(FAILED)), else_=literal(QUEUED)),
-                finished_at=case((Run.attempts >= Run.max_attempts, now), else_=None),
-                error=error, claim_token=None, lease_expires=None))
+                error=error, claim_token=None, lease_expires=None, **values))
         return result.rowcount == 1
 
     @staticmethod
@@ -214,23 +320,45 @@ class Registry:
 
     # -- user actions -----------------------------------------------------------------------------
     def retry_failed(self, run_ids: Iterable[int] | None = None) -> int:
-        """Failed (and cancelled) runs back to the queue with fresh attempts; they resume from their checkpoint."""
-        stmt = update(Run).where(Run.status.in_((FAILED, CANCELLED))).values(
-            status=QUEUED, attempts=0, finished_at=None, claim_token=None, lease_expires=None)
-        if run_ids is not None:
-            stmt = stmt.where(Run.id.in_(list(run_ids)))
+        """Failed (and cancelled) runs back to the queue with fresh attempts; they resume from their checkpoint.
+
+        Named runs must exist and be failed or cancelled: retrying a running, queued or done run is refused.
+        """
+        allowed = (FAILED, CANCELLED)
+        stmt = update(Run).where(Run.status.in_(allowed)).values(
+            status=QUEUED, attempts=0, finished_at=None, claim_token=None, lease_expires=None, retry_at=None,
+            transient_failures=0)
         with self._tx() as session:
+            if run_ids is not None:
+                ids = list(run_ids)
+                self._require(session, ids, allowed, "retried (only failed or cancelled runs can be)")
+                stmt = stmt.where(Run.id.in_(ids))
             return session.execute(stmt).rowcount
 
     def cancel(self, run_ids: Iterable[int] | None = None, include_running: bool = False) -> int:
-        """Cancel queued runs (and running ones if asked: their workers notice at the next heartbeat)."""
+        """Cancel queued runs (and running ones if asked: their workers notice at the next heartbeat).
+
+        Named runs must exist and be in a state that can be cancelled."""
         states = (QUEUED, RUNNING) if include_running else (QUEUED,)
         stmt = update(Run).where(Run.status.in_(states)).values(status=CANCELLED, claim_token=None,
                                                                lease_expires=None)
-        if run_ids is not None:
-            stmt = stmt.where(Run.id.in_(list(run_ids)))
         with self._tx() as session:
+            if run_ids is not None:
+                ids = list(run_ids)
+                hint = "" if include_running else " (a running run needs --running)"
+                self._require(session, ids, states, f"cancelled{hint}")
+                stmt = stmt.where(Run.id.in_(ids))
             return session.execute(stmt).rowcount
+
+    @staticmethod
+    def _require(session: Session, ids: list[int], states: tuple[str, ...], verb: str) -> None:
+        found = dict(session.execute(select(Run.id, Run.status).where(Run.id.in_(ids))).tuples().all())
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise UsageError(f"no run {', '.join(map(str, unknown))} in this database (`rnm export runs` lists them)")
+        wrong = [f"{i} is {found[i]}" for i in ids if found[i] not in states]
+        if wrong:
+            raise UsageError(f"run {'; run '.join(wrong)}: cannot be {verb}")
 
     # -- reading ----------------------------------------------------------------------------------
     def runs_frame(self) -> pd.DataFrame:
@@ -241,6 +369,12 @@ class Registry:
         frame = self._frame(select(*columns).order_by(Run.id))
         # Nullable float columns come back as object dtype when every value is NULL; readers expect numbers.
         return frame.astype({"steps_per_sec": float, "last_return": float})
+
+    def attempts_frame(self) -> pd.DataFrame:
+        """One row per attempt: run_id, attempt, started_at, worker_pid and its provenance (PROVENANCE_KEYS)."""
+        columns = [Attempt.run_id, Attempt.attempt, Attempt.started_at, Attempt.worker_pid,
+                   *(getattr(Attempt, key) for key in PROVENANCE_KEYS)]
+        return self._frame(select(*columns).order_by(Attempt.run_id, Attempt.id))
 
     def evals_frame(self) -> pd.DataFrame:
         return self._frame(
@@ -269,6 +403,12 @@ class Registry:
 def open_registry(db: str | os.PathLike | None = None, create: bool = True) -> Registry:
     """The registry at `db` (a path or SQLAlchemy URL; default $RNM_DB or ./rnm.db), migrated to the head."""
     return Registry(open_engine(db, create=create))
+
+
+def _backoff(repeats) -> ColumnElement[float]:
+    """BACKOFF_S * 2**repeats, at most MAX_BACKOFF_S, as SQL (SQLite has no power() in every build)."""
+    steps = [(repeats == k, literal(min(BACKOFF_S * 2 ** k, MAX_BACKOFF_S))) for k in range(MAX_TRANSIENT + 1)]
+    return case(*steps, else_=literal(MAX_BACKOFF_S))
 
 
 def _pid_alive(pid: int) -> bool:
