@@ -9,7 +9,7 @@ from torch import nn
 
 from rnmtd3.config import RunConfig
 from rnmtd3.evaluator import greedy_policy
-from rnmtd3.networks import Actor
+from rnmtd3.networks import Actor, Critic
 from rnmtd3.patterns import Pattern
 from rnmtd3.replay import Batch
 from rnmtd3.sparsity import satisfies_nm
@@ -404,3 +404,37 @@ def test_bf16_actor_keeps_a_gradient_near_the_action_bounds():
     assert action.dtype == torch.float32 and (action < 1).all()
     (grad,) = torch.autograd.grad(action.sum(), last.bias)
     assert (grad > 1e-3).all()
+
+
+def test_bf16_critic_keeps_q_in_fp32_at_the_magnitude_of_a_long_run():
+    """A bf16 Q of about 1000 lies on a grid of steps of 4 to 8, about one step's reward: the critic's last layer
+    runs in fp32 on fp32 input, so Q keeps fp32 resolution and its gradient reaches the hidden layers."""
+    critic = Critic(11, 3, (32, 32))
+    head = critic.net[-1]
+    with torch.no_grad():
+        head.bias.fill_(1000.3)
+    obs, action = torch.randn(64, 11), torch.rand(64, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = critic(obs, action)
+    assert q.dtype == torch.float32
+    # the hidden layers ran in bf16, the head on their output in fp32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = critic.net[:-1](torch.cat([obs, action], dim=1))
+    assert hidden.dtype == torch.bfloat16
+    torch.testing.assert_close(q, hidden.float() @ head.weight.T + head.bias, rtol=0, atol=1e-4)
+    assert q.std() < 1 and torch.unique(q).numel() > 32  # on bf16's grid of 4 they would share one or two values
+    (grad,) = torch.autograd.grad(q.sum(), critic.net[0].weight)
+    assert grad.abs().sum() > 0
+
+
+def test_bf16_agent_q_targets_are_fp32():
+    agent = make_agent("2:4", precision="bf16")
+    with torch.no_grad():
+        for critic in (agent.critic1_target, agent.critic2_target):
+            critic.net[-1].bias.fill_(1000.3)
+    seen = {}
+    agent.critic1_target.register_forward_hook(lambda module, inputs, output: seen.setdefault("q", output))
+    batch, noise = next(batches(agent, 1))
+    agent.update(batch, noise)
+    assert seen["q"].dtype == torch.float32
+    assert torch.unique(seen["q"]).numel() > batch.rewards.numel() // 2

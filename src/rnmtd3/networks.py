@@ -34,11 +34,21 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """Q(s, a): the observation and action concatenated, so the first layer's width is obs_dim + act_dim."""
+    """Q(s, a): the observation and action concatenated, so the first layer's width is obs_dim + act_dim.
+
+    The last layer runs in fp32 even under bf16 autocast, so Q is always an fp32 tensor: a bf16 Q of about 1000
+    lies on a grid of steps of 4 to 8, about one step's reward, so the TD error would be mostly rounding. One
+    hidden-wide dot product per sample costs nothing next to the hidden layers.
+    """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
         super().__init__()
         self.net = mlp([obs_dim + act_dim, *hidden, 1])
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, action], dim=1))
+        x = torch.cat([obs, action], dim=1)
+        *body, head = self.net
+        for layer in body:
+            x = layer(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return head(x.float())

@@ -67,11 +67,11 @@ class TD3Agent:
             smoothing = (noise * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * self.max_action
             next_actions = (self.actor_target(batch.next_obs) + smoothing).clamp(self.action_low, self.action_high)
             next_q = torch.min(self.critic1_target(batch.next_obs, next_actions),
-                               self.critic2_target(batch.next_obs, next_actions)).float()
+                               self.critic2_target(batch.next_obs, next_actions))
             target_q = batch.rewards + (1.0 - batch.terminated) * cfg.gamma * next_q
         with self.autocast:
-            q1 = self.critic1(batch.obs, batch.actions).float()
-            q2 = self.critic2(batch.obs, batch.actions).float()
+            q1 = self.critic1(batch.obs, batch.actions)
+            q2 = self.critic2(batch.obs, batch.actions)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         critic_params = sp["critic1"].forward_params + sp["critic2"].forward_params
         grads = torch.autograd.grad(critic_loss, critic_params)
@@ -87,7 +87,7 @@ class TD3Agent:
         # -- delayed actor and target updates ------------------------------------------------------
         if self.gradient_steps % cfg.policy_delay == 0:
             with self.autocast:
-                actor_loss = -self.critic1(batch.obs, self.actor(batch.obs)).float().mean()
+                actor_loss = -self.critic1(batch.obs, self.actor(batch.obs)).mean()
             sp["actor"].set_grads(torch.autograd.grad(actor_loss, sp["actor"].forward_params))
             self.actor_optimizer.step()
             sp["actor"].project()
