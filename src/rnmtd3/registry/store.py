@@ -352,7 +352,7 @@ class Registry:
 
     @staticmethod
     def _require(session: Session, ids: list[int], states: tuple[str, ...], verb: str) -> None:
-        found = dict(session.execute(select(Run.id, Run.status).where(Run.id.in_(ids))).tuples().all())
+        found = {row.id: row.status for row in session.execute(select(Run.id, Run.status).where(Run.id.in_(ids)))}
         unknown = [i for i in ids if i not in found]
         if unknown:
             raise UsageError(f"no run {', '.join(map(str, unknown))} in this database (`rnm export runs` lists them)")

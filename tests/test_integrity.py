@@ -1,0 +1,267 @@
+"""Every number is what it claims to be: a run's artifacts belong to its database and run, a curve comes from one
+attempt and is complete before a run is done, run identity survives new config keys, and failures are classified."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import text
+
+from rnmtd3 import checkpoint as ckpt
+from rnmtd3 import workers
+from rnmtd3.config import RunConfig
+from rnmtd3.errors import IncompleteCurve, UsageError
+from rnmtd3.registry import FAILED, QUEUED, RUNNING, open_registry
+from rnmtd3.sinks import MemorySink
+from rnmtd3.trainer import train
+
+from helpers_registry import describe, queue_tiny, rnm, tiny_config
+
+DATA = Path(__file__).parent / "data"
+
+
+def expected_steps(config: RunConfig) -> list[int]:
+    return list(range(0, config.steps + 1, config.eval_interval))
+
+
+def curve_steps(registry, run_id: int) -> list[int]:
+    evals = registry.evals_frame()
+    return evals.loc[evals["run_id"] == run_id, "step"].tolist()
+
+
+# -- artifacts belong to one database and one run ---------------------------------------------------------------
+def test_two_databases_sharing_one_artifacts_folder_both_finish_with_full_independent_curves(tmp_path):
+    for name in ("pilot.db", "final.db"):
+        queue_tiny(tmp_path / name, tmp_path, seeds=2)
+    for name in ("pilot.db", "final.db"):  # the second runs after the first has finished checkpoints in the folder
+        result = rnm(["run-workers", "-j", "2", "--db", tmp_path / name], tmp_path)
+        assert result.returncode == 0, describe(result)
+    folders = set()
+    for name in ("pilot.db", "final.db"):
+        registry = open_registry(tmp_path / name, create=False)
+        runs = registry.runs_frame()
+        assert (runs["status"] == "done").all() and (runs["attempts"] == 1).all()
+        for run in runs.itertuples():
+            config = RunConfig.from_dict(json.loads(run.config))
+            assert curve_steps(registry, run.run_id) == expected_steps(config)
+            assert not (run.notes or "")  # nothing was restarted: each database had folders of its own
+            folder = Path(run.checkpoint).parent
+            assert ckpt.load(run.checkpoint)["owner"] == {"database": registry.database_id, "run": run.run_id,
+                                                          "config": config.hash}
+            folders.add(folder)
+        registry.close()
+    assert len(folders) == 4
+
+
+def test_a_foreign_resume_state_is_never_resumed_from(tmp_path):
+    config = tiny_config(steps=400)
+    mine, theirs = (ckpt.owner_of(config, db, 1) for db in ("a" * 32, "b" * 32))
+    train(config, tmp_path, MemorySink(), owner=theirs)  # a finished run of another database in this folder
+    sink = MemorySink()
+    result = train(config, tmp_path, sink, owner=mine)
+    assert result.resumed_from == 0 and result.finished
+    assert [e[0] for e in sink.evals] == expected_steps(config)
+    assert len(sink.notes) == 1 and "belongs to another run" in sink.notes[0] and "restarted from step 0" in sink.notes[0]
+    assert ckpt.load(tmp_path / ckpt.RESUME)["owner"] == mine
+
+
+def test_a_corrupt_resume_state_restarts_from_step_0_with_one_note(tmp_path):
+    config = tiny_config(steps=400)
+    (tmp_path / ckpt.RESUME).write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    sink = MemorySink()
+    result = train(config, tmp_path, sink)
+    assert result.finished and result.resumed_from == 0
+    assert [e[0] for e in sink.evals] == expected_steps(config)
+    assert len(sink.notes) == 1 and "cannot load checkpoint" in sink.notes[0]
+
+
+def test_a_foreground_run_refuses_a_workers_run_folder(tmp_path):
+    config = tiny_config(steps=200)
+    train(config, tmp_path, MemorySink(), owner=ckpt.owner_of(config, "a" * 32, 7))
+    with pytest.raises(UsageError, match="holds run 7 of database"):
+        train(config, tmp_path, MemorySink())
+
+
+def test_a_resumed_run_reports_its_whole_curve_again(tmp_path):
+    """The resume state carries the curve, so a sink that lost it (or a new one) still ends with every point."""
+    config = tiny_config(steps=600)
+    first = MemorySink(stop_after_checkpoint=True)
+    assert not train(config, tmp_path, first).finished
+    second = MemorySink()
+    result = train(config, tmp_path, second)
+    assert result.resumed_from > 0
+    assert [e[0] for e in second.evals] == expected_steps(config)
+
+
+# -- a restart is a restart ---------------------------------------------------------------------------------------
+def test_a_restart_from_step_0_removes_the_earlier_attempts_curve_and_stats(tmp_path):
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config()])
+    first = registry.claim()
+    for step, value in ((0, -1500.0), (100, -1400.0)):
+        assert registry.record_eval(first, step, value, 1.0, 0.0)
+    assert registry.record_stats(first, 100, {"critic_loss": 3.0})
+    registry.fail(first, "boom")
+    second = registry.claim()
+    assert registry.begin_attempt(second, 0, "why it restarted")
+    assert curve_steps(registry, second.run_id) == []
+    assert registry.stats_frame().empty
+    run = registry.runs_frame().iloc[0]
+    assert run["last_return"] != run["last_return"]  # NaN: no curve, no last return
+    assert run["notes"] == "why it restarted"
+
+
+def test_a_resume_keeps_the_curve_up_to_its_checkpoint_and_last_return_follows_it(tmp_path):
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config()])
+    first = registry.claim()
+    for step in (0, 100, 200, 300):
+        assert registry.record_eval(first, step, -float(step), 1.0, 0.0)
+    registry.fail(first, "boom")
+    second = registry.claim()
+    assert registry.begin_attempt(second, 200)
+    assert curve_steps(registry, second.run_id) == [0, 100, 200]
+    assert registry.runs_frame().iloc[0]["last_return"] == -200.0
+
+
+def test_a_run_is_done_only_with_its_complete_curve(tmp_path):
+    registry = open_registry(tmp_path / "rnm.db")
+    config = tiny_config(steps=400)
+    registry.enqueue([config])
+    claim = registry.claim()
+    for step in (0, 100, 400):
+        registry.record_eval(claim, step, 0.0, 0.0, 0.0)
+    with pytest.raises(IncompleteCurve, match="2 of 5 evaluations missing"):
+        registry.finish(claim, 400)
+    assert registry.runs_frame().iloc[0]["status"] == RUNNING
+    for step in (200, 300):
+        registry.record_eval(claim, step, 0.0, 0.0, 0.0)
+    assert registry.finish(claim, 400)
+
+
+# -- run identity survives new keys -------------------------------------------------------------------------------
+def test_adding_a_config_key_with_a_default_changes_no_hash():
+    extended = dataclasses.make_dataclass(
+        "RunConfigWithANewKey", [("new_key", int, dataclasses.field(default=3, metadata={"help": "a new key"}))],
+        bases=(RunConfig,), frozen=True)
+    config = tiny_config(seed=4)
+    same = extended(**{f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)})
+    assert same.hash == config.hash
+    assert dataclasses.replace(same, new_key=4).hash != config.hash
+
+
+def test_an_old_database_is_migrated_and_requeueing_its_sweep_adds_nothing(tmp_path):
+    db = tmp_path / "old.db"
+    shutil.copy(DATA / "registry-0001.db", db)
+    registry = open_registry(db)
+    configs = [RunConfig.from_dict(json.loads(c)) for c in registry.runs_frame()["config"]]
+    assert configs and registry.database_id
+    result = registry.enqueue(configs)
+    assert result.added == [] and len(result.existing) == len(configs)
+
+
+def test_hash_rule_of_migration_0003_matches_the_config():
+    from importlib import import_module
+
+    migration = import_module("rnmtd3.migrations.versions.0003_integrity")
+    for config in (tiny_config(), tiny_config(pattern="dense", seed=3), RunConfig(env="Hopper-v5",
+                                                                                   pattern=tiny_config().pattern,
+                                                                                   seed=0)):
+        assert migration.identity_hash(config.to_dict()) == config.hash
+    defaults = {k: v for k, v in RunConfig(env="x", pattern=tiny_config().pattern, seed=0).to_dict().items()
+                if k not in ("env", "pattern", "seed")}
+    assert migration.DEFAULTS_AT_0003 == defaults
+
+
+# -- failures are classified --------------------------------------------------------------------------------------
+def run_work_with(tmp_path, fake_train, runs: int = 1):
+    """Drive workers.work in this process with the trainer replaced, until it has nothing to claim now."""
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config(seed=s) for s in range(runs)])
+    stop = threading.Event()
+    calls = []
+
+    def train_once(config, run_dir, sink, **kwargs):
+        calls.append(config.seed)
+        if len(calls) >= runs:
+            stop.set()
+        return fake_train(config, run_dir, sink, **kwargs)
+
+    import rnmtd3.trainer
+    original = rnmtd3.trainer.train
+    rnmtd3.trainer.train = train_once
+    try:
+        workers.work(str(tmp_path / "rnm.db"), 0, lambda update: None, stop, tmp_path / "artifacts", 60.0)
+    finally:
+        rnmtd3.trainer.train = original
+    return registry, calls
+
+
+def test_a_full_disk_backs_off_without_using_attempts(tmp_path):
+    def disk_full(config, run_dir, sink, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    registry, _ = run_work_with(tmp_path, disk_full)
+    run = registry.runs_frame().iloc[0]
+    assert run["status"] == QUEUED and run["attempts"] == 0
+    with registry.engine.connect() as conn:
+        transient, retry_at = conn.execute(text("SELECT transient_failures, retry_at FROM runs")).one()
+    assert transient == 1 and retry_at - registry.now() > 20
+    assert registry.claim() is None  # nothing is claimable during the back-off
+    assert 20 < registry.next_retry_in() <= 30
+
+
+def test_a_usage_error_fails_the_run_at_once_and_the_others_are_still_claimed(tmp_path):
+    def cuda_missing(config, run_dir, sink, **kwargs):
+        if config.seed == 0:
+            raise UsageError("device=cuda but this torch sees no CUDA device")
+        raise RuntimeError("some other failure")
+
+    registry, calls = run_work_with(tmp_path, cuda_missing, runs=2)
+    assert calls == [0, 1]
+    runs = registry.runs_frame().set_index("seed")
+    assert runs.loc[0, "status"] == FAILED and runs.loc[0, "attempts"] == 1
+    assert runs.loc[0, "error"] == "UsageError: device=cuda but this torch sees no CUDA device"
+    assert runs.loc[1, "status"] == QUEUED and runs.loc[1, "attempts"] == 1  # an unknown error is retried
+
+
+def test_an_unreadable_queued_config_fails_alone_and_the_next_run_is_claimed(tmp_path):
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config(seed=0), tiny_config(seed=1)])
+    with registry.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET config = :c WHERE seed = 0"),
+                     {"c": json.dumps({**tiny_config().to_dict(), "key_from_the_future": 1})})
+    claim = registry.claim()
+    assert claim is not None and claim.config.seed == 1
+    bad = registry.runs_frame().set_index("seed").loc[0]
+    assert bad["status"] == FAILED and "key_from_the_future" in bad["error"]
+
+
+def test_illegal_moves_raise_instead_of_answering_as_a_lost_race(tmp_path):
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config(seed=0), tiny_config(seed=1)])
+    claim = registry.claim()
+    with pytest.raises(UsageError, match=f"run {claim.run_id} is running"):
+        registry.retry_failed([claim.run_id])
+    with pytest.raises(UsageError, match="no run 99"):
+        registry.retry_failed([99])
+    with pytest.raises(UsageError, match="needs --running"):
+        registry.cancel([claim.run_id])
+    assert registry.cancel([2]) == 1
+
+
+def test_run_workers_exits_non_zero_and_counts_the_failed_runs(tmp_path):
+    queue_tiny(tmp_path / "rnm.db", tmp_path, more=["--max-attempts", "1"], extra=["device=cuda"])
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: device=cuda runs")
+    result = rnm(["run-workers", "--db", tmp_path / "rnm.db"], tmp_path)
+    assert result.returncode == 1, describe(result)
+    assert "1 run(s) failed: 1" in result.stderr
+    assert "Traceback" not in result.stderr
