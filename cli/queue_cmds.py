@@ -5,16 +5,19 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
+from rich import box
 from rich.table import Table
 
+from rnmtd3.config import parse_value
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import EnqueueResult, database_exists, open_registry
 from rnmtd3.patterns import Pattern
+from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, runs_export, summarize
-from rnmtd3.sweep import expand, split_list
+from rnmtd3.sweep import DB_INT_MAX, expand, split_list
 
 from .common import DbOption, err, fmt_duration, out
 
@@ -31,7 +34,7 @@ def queue(
     envs: str = typer.Option(..., help="comma list of envs: Ant,Hopper (newest version) or full ids"),
     patterns: str = typer.Option(..., help="comma list of N:M patterns: 2:4,1:4,1:8"),
     seeds: int = typer.Option(5, help="number of seeds: 5 means seeds 0..4"),
-    steps: Optional[int] = typer.Option(None, help="environment steps per run (default 1e6)"),
+    steps: Optional[str] = typer.Option(None, help="environment steps per run, such as 1e5 (default 1e6)"),
     set_: list[str] = typer.Option([], "--set", help="key=v1,v2 (repeatable); a list sweeps the key"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="queue the dense baseline too"),
     max_attempts: int = typer.Option(3, help="attempts before a run is marked failed"),
@@ -39,9 +42,11 @@ def queue(
     db: Optional[str] = DbOption,
 ) -> None:
     """Queue every (env, pattern, seed, --set value) combination; queueing the same thing again adds nothing."""
-    if max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
-    configs = expand(split_list(envs), split_list(patterns), seeds, set_, steps=steps, baseline=baseline)
+    if not 1 <= max_attempts <= DB_INT_MAX:
+        raise UsageError(f"bad --max-attempts {max_attempts}: give a number from 1 to {DB_INT_MAX}")
+    configs = expand(split_list(envs), split_list(patterns), seeds, set_, baseline=baseline,
+                     steps=None if steps is None else parse_value("steps", steps))
+    check_runs_fit(configs)
     if dry_run and not database_exists(db):
         result, url = EnqueueResult(configs, []), None
     else:
@@ -66,17 +71,15 @@ def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> N
 
 
 def status(db: Optional[str] = DbOption) -> None:
-    """Counts by status for each env and pattern, progress, ETA, and failed runs with their last error line."""
+    """Counts by status for each env and pattern, progress, speed and ETA, failed runs with their last error line,
+    and runs with notes (why one restarted, for instance)."""
     registry = open_registry(db, create=False)
     summary = summarize(registry.runs_frame())
     if summary.counts.empty:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
         return
-    table = Table(title=f"runs in {registry.url}", title_justify="left")
-    table.add_column("env", no_wrap=True, min_width=int(summary.counts["env"].str.len().max()))
-    table.add_column("pattern", no_wrap=True)
-    for column in ("queued", "running", "done", "failed", "cancel", "progress"):
-        table.add_column(column, justify="right")
+    counts = ["queued", "running", "done", "failed", "cancel", "progress"]
+    table = _compact_table(f"runs in {registry.url}", ["env", "pattern", *counts], wrap="env", numeric=counts)
     for row in summary.counts.itertuples(index=False):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
         table.add_row(row.env, row.pattern, str(row.queued), str(row.running), str(row.done), str(row.failed),
@@ -84,15 +87,32 @@ def status(db: Optional[str] = DbOption) -> None:
     out.print(table)
     overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0
     out.print(f"progress {summary.done_steps:,}/{summary.total_steps:,} steps ({overall:.1%}); "
-              f"ETA {fmt_duration(summary.eta_s)} at the current speed")
+              f"{summary.running} running at {summary.speed:,.0f} steps/s; ETA {fmt_duration(summary.eta_s)}")
     if not summary.failed.empty:
-        failed = Table(title="failed runs", title_justify="left")
-        for column in ("run", "env", "pattern", "seed", "attempts", "last error"):
-            failed.add_column(column)
+        failed = _compact_table("failed runs", ["run", "env", "pattern", "seed", "attempts", "last error"],
+                                wrap="last error")
         for row in summary.failed.itertuples(index=False):
             failed.add_row(str(row.run_id), row.env, row.pattern, str(row.seed), str(row.attempts), row.error)
         out.print(failed)
         out.print("`rnm retry` puts failed runs back in the queue")
+    if not summary.notes.empty:
+        notes = _compact_table("notes (the last line; `rnm export runs` has them all)",
+                               ["run", "env", "pattern", "seed", "last note"], wrap="last note")
+        for row in summary.notes.itertuples(index=False):
+            notes.add_row(str(row.run_id), row.env, row.pattern, str(row.seed), row.note)
+        out.print(notes)
+
+
+def _compact_table(title: str, columns: list[str], wrap: str, numeric: Sequence[str] = ()) -> Table:
+    """A table for an 80-column terminal: one space between columns and no frame, every header whole; only the
+    `wrap` column folds its text when the terminal is too narrow. `numeric` columns are right-aligned."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    for name in columns:
+        if name == wrap:
+            table.add_column(name, overflow="fold", min_width=max(len(name), 9))
+        else:
+            table.add_column(name, no_wrap=True, min_width=len(name), justify="right" if name in numeric else "left")
+    return table
 
 
 def retry(
@@ -130,7 +150,10 @@ def export(
     if fmt == "parquet" and out_file is None:
         raise UsageError("--format parquet needs --out FILE")
     registry = open_registry(db, create=False)
-    frame = runs_export(registry.runs_frame()) if what == "runs" else evals_export(registry.evals_frame())
+    if what == "runs":
+        frame = runs_export(registry.runs_frame(), registry.attempts_frame())
+    else:
+        frame = evals_export(registry.evals_frame())
     if fmt == "parquet":
         try:
             frame.to_parquet(out_file, index=False)

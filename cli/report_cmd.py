@@ -47,12 +47,13 @@ def report(
     registry = open_registry(db, create=False)
     try:
         runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
+        attempts = registry.attempts_frame()
     finally:
         registry.close()
     with err.status("computing the report (bootstrap confidence intervals)"):
         result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
                               patterns=split_list(patterns) if patterns else None,
-                              include_partial=include_partial, where=where, seed=seed)
+                              include_partial=include_partial, where=where, seed=seed, attempts=attempts)
     text = render(result, format_.value)
     if format_ is Format.csv:
         for note in result.notes:

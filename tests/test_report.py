@@ -196,6 +196,62 @@ def test_only_unfinished_runs_is_a_usage_error_naming_include_partial():
         build_report(runs, evals, stats)
 
 
+# ---- provenance -----------------------------------------------------------------------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def attempts_frame(runs: pd.DataFrame, **changes_by_env: dict) -> pd.DataFrame:
+    """One attempt per run, as the registry's attempts frame holds it, with one version set and, per env, changes."""
+    rows = []
+    for run in runs.itertuples():
+        rows.append(dict(run_id=run.run_id, attempt=1, started_at=float(run.run_id), worker_pid=run.run_id,
+                         rnm_version="0.1.0", git_commit=COMMIT, python="3.11.7", torch="2.6.0", gymnasium="1.0.0",
+                         mujoco="3.2.0", host=f"node{run.run_id % 3}", cpu="AMD EPYC", threads=1)
+                    | changes_by_env.get(run.env.split("-")[0], {}))
+    return pd.DataFrame(rows)
+
+
+def test_runs_made_by_different_versions_get_a_note_naming_what_differs():
+    runs, evals, stats = make_frames()
+    attempts = attempts_frame(runs, Ant={"torch": "2.5.1", "git_commit": f"{COMMIT}-dirty", "host": "other"})
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, attempts=attempts)
+    note = ("The runs were made by different versions: git commit 0123456789ab (12 runs), 0123456789ab-dirty "
+            "(12 runs); torch 2.5.1 (12 runs), 2.6.0 (12 runs). `rnm export runs` shows each run's.")
+    assert report.notes == (note,)  # host, python and threads may differ: they do not change the numbers
+    assert note in render(report, "markdown")
+    assert note in render(report, "latex")  # the note has no character that LaTeX escapes
+
+
+def test_a_run_resumed_under_a_new_version_counts_for_both_and_left_out_runs_do_not_count():
+    runs, evals, stats = make_frames(envs={"Hopper-v5": 3000.0}, seeds=2, status={("Hopper-v5", "1:8", 1): "failed"})
+    attempts = attempts_frame(runs)
+    failed = runs.loc[runs["status"] == "failed", "run_id"].item()
+    resumed = dict(attempts.iloc[0]) | dict(attempt=2, started_at=100.0, mujoco="3.3.0")
+    attempts = pd.concat([attempts.assign(mujoco=np.where(attempts["run_id"] == failed, "9.9", "3.2.0")),
+                          pd.DataFrame([resumed])], ignore_index=True)
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, attempts=attempts)
+    assert [n for n in report.notes if "versions" in n] == [
+        "The runs were made by different versions: mujoco 3.2.0 (7 runs), 3.3.0 (1 run). "
+        "`rnm export runs` shows each run's."]
+
+
+def test_runs_without_recorded_versions_beside_runs_with_them_are_noted():
+    runs, evals, stats = make_frames()
+    attempts = attempts_frame(runs)
+    attempts = attempts[attempts["run_id"] > 2]
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, attempts=attempts)
+    assert report.notes == ("2 runs made before rnm recorded versions: whether they match the others' is unknown.",)
+
+
+def test_one_version_or_no_recorded_versions_gives_no_note():
+    runs, evals, stats = make_frames()
+    same = attempts_frame(runs)
+    empty = same.iloc[0:0]
+    for attempts in (same, empty, None):
+        assert build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, attempts=attempts).notes == ()
+
+
 # ---- LaTeX ----------------------------------------------------------------------------------------------------
 
 def test_latex_escapes_and_states_its_preamble():

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .config import config_keys
 from .patterns import Pattern
+from .provenance import KEYS as PROVENANCE_KEYS
 from .registry import STATUSES
 
 
@@ -17,14 +18,19 @@ class StatusSummary:
     counts: pd.DataFrame  # one row per (env, pattern): a column per status, steps_done, steps_total
     total_steps: int
     done_steps: int
+    running: int  # runs running now
+    speed: float  # their aggregate steps/s, as their last heartbeats reported it
     eta_s: float | None  # remaining steps over the current aggregate speed of running runs
     failed: pd.DataFrame  # run_id, env, pattern, seed, attempts, last error line
+    notes: pd.DataFrame  # run_id, env, pattern, seed, last note line: why a run restarted, for instance
 
 
 def summarize(runs: pd.DataFrame) -> StatusSummary:
     if runs.empty:
         empty = pd.DataFrame(columns=["env", "pattern", *STATUSES, "steps_done", "steps_total"])
-        return StatusSummary(empty, 0, 0, None, pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "error"]))
+        return StatusSummary(empty, 0, 0, 0, 0.0, None,
+                             pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
+                             pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]))
     counts = runs.pivot_table(index=["env", "pattern"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
     steps = runs.groupby(["env", "pattern"])[["steps_done", "steps_total"]].sum()
@@ -36,11 +42,15 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
     total = int(runs.loc[runs["status"] != "cancelled", "steps_total"].sum())
     done = int(runs.loc[runs["status"] != "cancelled", "steps_done"].clip(lower=0).sum())
     remaining = int((active["steps_total"] - active["steps_done"]).sum())
-    speed = runs.loc[runs["status"] == "running", "steps_per_sec"].fillna(0).sum()
+    running = runs["status"] == "running"
+    speed = float(runs.loc[running, "steps_per_sec"].fillna(0).sum())
     eta = remaining / speed if speed > 0 else None
     failed = runs[runs["status"] == "failed"][["run_id", "env", "pattern", "seed", "attempts", "error"]].copy()
     failed["error"] = failed["error"].fillna("").map(last_line)
-    return StatusSummary(counts, total, done, eta, failed.reset_index(drop=True))
+    notes = runs[["run_id", "env", "pattern", "seed"]].assign(note=runs["notes"].fillna("").map(last_line))
+    notes = notes[notes["note"] != ""]
+    return StatusSummary(counts, total, done, int(running.sum()), speed, eta, failed.reset_index(drop=True),
+                         notes.reset_index(drop=True))
 
 
 def last_line(text: str) -> str:
@@ -48,16 +58,29 @@ def last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def runs_export(runs: pd.DataFrame) -> pd.DataFrame:
-    """`rnm export runs`: the contract's columns first, then every config key as its own column."""
+def latest_provenance(attempts: pd.DataFrame) -> pd.DataFrame:
+    """The provenance of each run's latest attempt (run_id and PROVENANCE_KEYS), the code that its checkpoint
+    and last evaluations come from. An empty frame (a database from before attempts were recorded) gives none."""
+    if attempts.empty:
+        return pd.DataFrame(columns=["run_id", *PROVENANCE_KEYS])
+    # By start time, not attempt number: `rnm retry` resets a run's count, so a later attempt can reuse a number.
+    latest = attempts.sort_values(["run_id", "started_at"], kind="stable").groupby("run_id").tail(1)
+    return latest[["run_id", *PROVENANCE_KEYS]]
+
+
+def runs_export(runs: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
+    """`rnm export runs`: the contract's columns first, then the notes and speed, the provenance of the latest
+    attempt (empty for a run that has none recorded), and every config key as its own column."""
     front = ["run_id", "env", "pattern", "seed", "status", "attempts", "steps_done", "checkpoint"]
-    rest = ["steps_total", "last_return", "worker_host", "worker_pid", "created_at", "started_at", "finished_at",
-            "config_hash", "error"]
-    out = runs[front + rest].copy()
-    configs = runs["config"].map(json.loads)
+    rest = ["steps_total", "last_return", "steps_per_sec", "worker_host", "worker_pid", "created_at", "started_at",
+            "finished_at", "config_hash", "error", "notes"]
+    out = runs[front + rest].merge(latest_provenance(attempts), on="run_id", how="left")
+    # Whole numbers stay whole beside a missing value (a queued run has no pid, an old one no provenance): 4, not 4.0.
+    out = out.astype({"worker_pid": "Int64", "threads": "Int64"})
+    configs = [json.loads(text) for text in runs["config"]]
     for key in config_keys():
-        values = configs.map(lambda c, k=key: c.get(k))
-        out[key] = values.map(lambda v: "x".join(map(str, v)) if isinstance(v, list) else v)
+        values = (config.get(key) for config in configs)
+        out[key] = ["x".join(map(str, v)) if isinstance(v, list) else v for v in values]
     for column in ("created_at", "started_at", "finished_at"):
         out[column] = pd.to_datetime(out[column], unit="s", utc=True)
     return out

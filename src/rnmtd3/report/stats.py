@@ -29,6 +29,7 @@ from ..config import SPARSITY_KEYS, json_value
 from ..envs import resolve_env_id
 from ..errors import UsageError
 from ..patterns import Pattern
+from ..provenance import VERSION_KEYS
 
 DONE = "done"
 SAD_PREFIX = "sad_"
@@ -219,6 +220,47 @@ def _runs(count: int) -> str:
     return f"{count} run{'s' if count != 1 else ''}"
 
 
+VERSION_LABELS = {"rnm_version": "rnm", "git_commit": "git commit", "torch": "torch", "gymnasium": "gymnasium",
+                  "mujoco": "mujoco"}
+COMMIT_CHARS = 12  # enough to name a commit in a note; the export has the full hash
+
+
+def _short_commit(commit: str) -> str:
+    """'0123456789ab-dirty' for a full hash with '-dirty'; 'none' stays as it is."""
+    suffix = "-dirty" if commit.endswith("-dirty") else ""
+    return commit.removesuffix(suffix)[:COMMIT_CHARS] + suffix
+
+
+def version_notes(attempts: pd.DataFrame | None, run_ids: pd.Series) -> list[str]:
+    """Notes for a table whose runs were made by different code or library versions (VERSION_KEYS), with the runs
+    of each version counted, and for runs without recorded provenance beside runs with it (their versions are
+    unknown, so the table cannot be said to come from one). Every attempt counts: a run resumed under a new
+    torch was made by both. None (an old database) or an empty frame: nothing is known, nothing is noted."""
+    if attempts is None or attempts.empty:
+        return []
+    mine = attempts[attempts["run_id"].isin(run_ids)]
+    if mine.empty:
+        return []
+    differing = []
+    for key in VERSION_KEYS:
+        values = mine[key].map(lambda v: "none" if pd.isna(v) else str(v))
+        if key == "git_commit":
+            values = values.map(_short_commit)
+        counts = mine.groupby(values)["run_id"].nunique()
+        if len(counts) > 1:
+            listed = ", ".join(f"{value} ({_runs(count)})" for value, count in sorted(counts.items()))
+            differing.append(f"{VERSION_LABELS[key]} {listed}")
+    notes = []
+    if differing:
+        notes.append(f"The runs were made by different versions: {'; '.join(differing)}. "
+                     "`rnm export runs` shows each run's.")
+    unknown = len(set(run_ids) - set(mine["run_id"]))
+    if unknown:
+        notes.append(f"{_runs(unknown)} made before rnm recorded versions: whether they match the others' "
+                     "is unknown.")
+    return notes
+
+
 def build_report(
     runs: pd.DataFrame,
     evals: pd.DataFrame,
@@ -231,13 +273,16 @@ def build_report(
     where: dict[str, Any] | None = None,
     seed: int = 0,
     reps: int = DEFAULT_REPS,
+    attempts: pd.DataFrame | None = None,
 ) -> Report:
     """Compute the whole report from the registry's frames: filter, score, aggregate, and note what was left out.
 
     Unfinished and failed runs are left out unless `include_partial`, in which case they are scored on the
-    evaluations they have so far. `seed` fixes the bootstrap so that a report is reproducible; `reps` is the
-    number of bootstrap resamples. `where` keeps the runs whose config has those values (`--set key=value`): 10,000 keeps a report to seconds; rliable's own default, 50,000, is there for
-    a final paper at five times the wait.
+    evaluations they have so far. `where` keeps the runs whose config has those values (`--set key=value`).
+    `seed` fixes the bootstrap so that a report is reproducible; `reps` is the number of bootstrap resamples:
+    10,000 keeps a report to seconds; rliable's own default, 50,000, is there for a final paper at five times
+    the wait. `attempts` (the registry's attempts frame; None for a database from before it) says which
+    versions made the runs, noted where they differ.
     """
     selected = _select(runs, envs, patterns, where)
     unfinished = selected[selected["status"] != DONE]
@@ -267,6 +312,7 @@ def build_report(
                      "shown as a dash where missing.")
     scores = scores.assign(normalized=normalized_scores(scores))
     included = scores["run_id"]
+    notes += version_notes(attempts, included)
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
     return Report(
         scores=scores,

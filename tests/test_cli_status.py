@@ -1,0 +1,77 @@
+"""`rnm status` as a user reads it in an 80-column terminal: whole headers, no line too long, notes, speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rnm_cli.main import app
+from rnmtd3.registry import open_registry
+from rnmtd3.sweep import make_config
+
+LONG_ERROR = "Traceback (most recent call last):\n  ...\nRuntimeError: " + "the device ran out of patience " * 4
+NOTE = "checkpoint belongs to another database (id 1234abcd); restarted from step 0"
+
+
+def fill(db: Path) -> None:
+    """Runs in every status, on a short and a long env name: two running (1000 and 500 steps/s), one failed with a
+    long error, one with two notes, one cancelled, the rest queued."""
+    registry = open_registry(db, create=True)
+    try:
+        configs = [make_config(env, pattern, seed, {"steps": 10_000})
+                   for env in ("Hopper", "InvertedDoublePendulum") for pattern in ("dense", "2:4", "1:8")
+                   for seed in (0, 1)]
+        registry.enqueue(configs, max_attempts=1)
+        fast, slow, failed, noted = (registry.claim() for _ in range(4))
+        registry.heartbeat(fast, steps_done=4000, steps_per_sec=1000.0)
+        registry.heartbeat(slow, steps_done=1000, steps_per_sec=500.0)
+        registry.fail(failed, LONG_ERROR)
+        registry.note(noted, "an earlier, resolved event")
+        registry.note(noted, NOTE)
+        registry.release(noted)
+        registry.cancel([len(configs)])
+    finally:
+        registry.close()
+
+
+def status(db: Path) -> str:
+    result = CliRunner().invoke(app, ["status", "--db", str(db)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def header_words(text: str, first: str) -> list[str]:
+    """The words of the header line of the table whose first header is `first`."""
+    line = next(line for line in text.splitlines() if line.split()[:1] == [first])
+    return line.split()
+
+
+def test_status_fits_80_columns_and_no_header_is_cut(tmp_path: Path):
+    fill(tmp_path / "rnm.db")
+    text = status(tmp_path / "rnm.db")
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "…" not in text, text
+    assert header_words(text, "env") == ["env", "pattern", "queued", "running", "done", "failed", "cancel",
+                                         "progress"]
+    assert header_words(text, "run")[:5] == ["run", "env", "pattern", "seed", "attempts"]
+    assert "RuntimeError:" in text  # the last error line, folded but whole
+
+
+def test_status_shows_the_speed_of_running_runs_and_the_last_note_of_each_run(tmp_path: Path):
+    fill(tmp_path / "rnm.db")
+    text = status(tmp_path / "rnm.db")
+    assert "2 running at 1,500 steps/s" in " ".join(text.split())
+    notes = text[text.index("notes"):]
+    assert " ".join(notes.split()).count("restarted from step 0") == 1
+    assert "an earlier, resolved event" not in text  # only the last line: `rnm export runs` has every note
+    row = next(line for line in notes.splitlines() if line.startswith("4 "))
+    assert row.split()[:4] == ["4", "Hopper-v5", "2:4", "1"]
+
+
+def test_status_has_no_notes_table_when_no_run_has_notes(tmp_path: Path):
+    registry = open_registry(tmp_path / "rnm.db", create=True)
+    registry.enqueue([make_config("Hopper", "2:4", 0, {"steps": 1000})])
+    registry.close()
+    text = status(tmp_path / "rnm.db")
+    assert "notes" not in text and "failed runs" not in text and "0 running at 0 steps/s" in text

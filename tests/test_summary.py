@@ -1,0 +1,80 @@
+"""What `rnm status` and `rnm export runs` compute from the registry's frames: notes, speed, and the provenance of
+each run's latest attempt. The attempts frame is built here in the registry's data contract."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from rnm_cli.main import app
+from rnmtd3.provenance import KEYS
+from rnmtd3.registry import open_registry
+from rnmtd3.summary import runs_export, summarize
+from rnmtd3.sweep import make_config
+
+
+def provenance(run_id: int, attempt: int, started_at: float, torch: str) -> dict:
+    return dict(run_id=run_id, attempt=attempt, started_at=started_at, worker_pid=100 + attempt,
+                rnm_version="0.1.0", git_commit=None, python="3.11.7", torch=torch, gymnasium="1.0.0",
+                mujoco="3.2.0", host="node1", cpu="AMD EPYC 7763", threads=2)
+
+
+def registry_runs(db: Path) -> pd.DataFrame:
+    """Three runs: 1 running at 800 steps/s with two notes, 2 failed after reporting 300 steps/s, 3 queued."""
+    registry = open_registry(db, create=True)
+    try:
+        registry.enqueue([make_config("Hopper", "2:4", seed, {"steps": 1000}) for seed in range(3)],
+                         max_attempts=1)
+        running, failed = registry.claim(), registry.claim()
+        registry.heartbeat(running, steps_done=500, steps_per_sec=800.0)
+        registry.note(running, "first note")
+        registry.note(running, "checkpoint from another database; restarted from step 0")
+        registry.heartbeat(failed, steps_done=100, steps_per_sec=300.0)
+        registry.fail(failed, "RuntimeError: boom")
+        return registry.runs_frame()
+    finally:
+        registry.close()
+
+
+def test_summary_counts_the_speed_of_running_runs_only_and_keeps_each_runs_last_note(tmp_path: Path):
+    summary = summarize(registry_runs(tmp_path / "rnm.db"))
+    assert summary.running == 1 and summary.speed == 800.0
+    assert summary.eta_s == (1000 - 500 + 1000) / 800.0
+    assert summary.notes.to_dict("records") == [
+        dict(run_id=1, env="Hopper-v5", pattern="2:4", seed=0,
+             note="checkpoint from another database; restarted from step 0")]
+
+
+def test_runs_export_has_notes_speed_and_the_latest_attempts_provenance(tmp_path: Path):
+    runs = registry_runs(tmp_path / "rnm.db")
+    # run 1 was retried: its attempt count restarted, so the latest attempt is the latest to start, not number 2
+    attempts = pd.DataFrame([provenance(1, 2, 10.0, "2.5.1"), provenance(1, 1, 20.0, "2.6.0"),
+                             provenance(2, 1, 15.0, "2.5.1")])
+    table = runs_export(runs, attempts).set_index("run_id")
+    assert list(table.columns[:7]) == ["env", "pattern", "seed", "status", "attempts", "steps_done", "checkpoint"]
+    assert set(KEYS) <= set(table.columns)
+    assert table.loc[1, "torch"] == "2.6.0" and table.loc[1, "worker_pid"] != 101
+    assert table.loc[2, "torch"] == "2.5.1" and table.loc[2, "cpu"] == "AMD EPYC 7763"
+    assert table[list(KEYS)].loc[3].isna().all()  # queued: no attempt yet
+    assert table.loc[1, "notes"].endswith("restarted from step 0") and table.loc[1, "steps_per_sec"] == 800.0
+    csv = pd.read_csv(io.StringIO(table.to_csv()), dtype=str).set_index("run_id")
+    assert csv.loc["1", "threads"] == "2" and csv.loc["1", "worker_pid"].isdigit()  # no 2.0 beside a missing value
+
+
+def test_runs_export_of_a_database_without_attempts(tmp_path: Path):
+    runs = registry_runs(tmp_path / "rnm.db")
+    empty = pd.DataFrame(columns=["run_id", "attempt", "started_at", "worker_pid", *KEYS])
+    table = runs_export(runs, empty)
+    assert len(table) == 3 and set(KEYS) <= set(table.columns) and table[list(KEYS)].isna().all().all()
+
+
+def test_cli_export_runs_has_the_notes_speed_and_provenance_columns(tmp_path: Path):
+    registry_runs(tmp_path / "rnm.db")
+    result = CliRunner().invoke(app, ["export", "runs", "--db", str(tmp_path / "rnm.db")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout)).set_index("run_id")
+    assert {"notes", "steps_per_sec", *KEYS} <= set(table.columns)
+    assert table.loc[1, "notes"] == "first note\ncheckpoint from another database; restarted from step 0"
