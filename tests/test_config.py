@@ -103,6 +103,12 @@ def test_parse_value_good(key, text, value):
         ("lr", "nan"),
         ("lr", "inf"),
         ("lr", "fast"),
+        ("gamma", "nan"),
+        ("tau", "inf"),
+        ("expl_noise", "inf"),
+        ("policy_noise", "nan"),
+        ("noise_clip", "inf"),
+        ("srste_decay", "nan"),
         ("gamma", "0"),
         ("gamma", "1.5"),
         ("tau", "0"),
@@ -129,6 +135,41 @@ def test_unknown_key_raises_usage_error(key):
         parse_value(key, "1")
 
 
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize("key", ["steps", "start_steps", "buffer_size", "eval_interval", "checkpoint_interval",
+                                 "mask_interval", "policy_delay", "eval_episodes", "hidden"])
+def test_integers_beyond_a_32_bit_column_are_refused_naming_the_key_and_the_limit(key):
+    big = {"steps": INT32_MAX, "buffer_size": INT32_MAX}  # so that the key under test is the one too large
+    with pytest.raises(UsageError, match=rf"{key}=.*at most {INT32_MAX}"):
+        base(**{**big, key: (64, INT32_MAX + 1) if key == "hidden" else INT32_MAX + 1})
+    with pytest.raises(UsageError, match=rf"{key}=.*at most {INT32_MAX}"):
+        build(key, f"64x{INT32_MAX + 1}" if key == "hidden" else "1e12")
+    base(**{**big, key: (64, INT32_MAX) if key == "hidden" else INT32_MAX})  # the limit itself is fine
+
+
+def test_a_seed_beyond_a_32_bit_column_is_refused():
+    with pytest.raises(UsageError, match=rf"seed=.*at most {INT32_MAX}"):
+        RunConfig(env="Hopper-v5", pattern=Pattern.dense(), seed=INT32_MAX + 1)
+
+
+def test_a_batch_larger_than_the_replay_capacity_is_refused():
+    with pytest.raises(UsageError, match=r"batch_size=512: larger than the replay capacity .* = 256"):
+        base(batch_size=512, buffer_size=256)
+    with pytest.raises(UsageError, match=r"batch_size=256: larger than the replay capacity .* = 100"):
+        base(steps=100)  # the trainer's buffer holds min(buffer_size, steps)
+    assert base(batch_size=256, buffer_size=256).batch_size == 256
+
+
+def test_sparse_io_false_with_one_hidden_layer_is_refused_unless_dense():
+    with pytest.raises(UsageError, match="sparse_io=false with one hidden layer"):
+        base(sparse_io=False, hidden=(256,))
+    base(sparse_io=False, hidden=(256, 256))  # the middle layer stays sparse
+    base(sparse_io=True, hidden=(256,))
+    RunConfig(env="Hopper-v5", pattern=Pattern.dense(), seed=0, sparse_io=False, hidden=(256,))
+
+
 def test_bad_seed_raises():
     with pytest.raises(UsageError):
         RunConfig(env="Hopper-v5", pattern=Pattern.dense(), seed=-1)
@@ -148,14 +189,14 @@ configs = st.builds(
     env=st.sampled_from(["Hopper-v5", "Ant-v5", "Pendulum-v1"]),
     pattern=patterns,
     seed=st.integers(0, 2**31 - 1),
-    steps=st.integers(1, 10**7),
+    steps=st.integers(4096, 10**7),  # at least the largest batch_size: a batch never outgrows the replay buffer
     start_steps=st.integers(0, 10**5),
     batch_size=st.integers(1, 4096),
     lr=st.floats(1e-6, 1.0),
     gamma=st.floats(0.01, 1.0),
     tau=st.floats(1e-4, 1.0),
     expl_noise=st.floats(0.0, 1.0),
-    hidden=st.lists(st.integers(1, 1024), min_size=1, max_size=4).map(tuple),
+    hidden=st.lists(st.integers(1, 1024), min_size=2, max_size=4).map(tuple),  # sparse_io=false needs two
     mask_interval=st.integers(0, 10**5),
     grad_mode=st.sampled_from(["masked", "ste", "srste"]),
     srste_decay=st.floats(0.0, 1.0),

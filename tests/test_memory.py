@@ -12,7 +12,7 @@ from rnmtd3.replay import ReplayBuffer
 from rnmtd3.resources import replay_bytes
 from rnmtd3.sweep import make_config
 
-from helpers_registry import assert_usage_error, rnm
+from helpers_registry import assert_usage_error, rnm, rnm_many
 
 GIB = 2**30
 
@@ -35,18 +35,61 @@ def humanoid_db(tmp_path):
     registry.close()
 
 
-def test_a_worker_needs_its_largest_replay_buffer_plus_its_processes(humanoid_db):
+def test_a_worker_needs_its_largest_run_plus_its_processes(humanoid_db):
+    humanoid = resources.run_memory(make_config("Humanoid-v5", "2:4", 0, {}), 348, 17)
     alone = resources.worker_memory(humanoid_db)
-    assert alone == replay_bytes(348, 17, 10**6) + resources.PROCESS_OVERHEAD
+    assert alone == humanoid
     assert resources.worker_memory(humanoid_db, eval_helper=True) == alone + resources.PROCESS_OVERHEAD
 
 
+def test_a_run_holds_its_replay_buffer_twice_and_its_networks():
+    """A checkpoint copies the filled replay buffer (ReplayBuffer.state), so a run's peak holds it twice."""
+    config = make_config("Humanoid-v5", "2:4", 0, {})
+    params = resources.network_parameters(348, 17, (256, 256))
+    assert params == (348 * 256 + 256 + 256 * 256 + 256 + 256 * 17 + 17) + 2 * (365 * 256 + 256 + 256 * 256 + 256
+                                                                                 + 256 + 1)
+    assert resources.run_memory(config, 348, 17) == (
+        2 * replay_bytes(348, 17, 10**6) + resources.BYTES_PER_PARAMETER * params
+        + resources.BYTES_PER_ACTIVATION * 256 * 512 + resources.PROCESS_OVERHEAD)
+    short = config.replace(steps=1000, batch_size=256)  # the buffer never holds more than the run's steps
+    assert resources.run_memory(short, 348, 17) - resources.run_memory(config, 348, 17) == \
+        2 * (replay_bytes(348, 17, 1000) - replay_bytes(348, 17, 10**6))
+
+
 def test_a_plan_that_does_not_fit_is_refused_with_how_many_would(humanoid_db, monkeypatch):
-    monkeypatch.setattr(resources, "available_memory", lambda: 10 * GIB)
+    monkeypatch.setattr(resources, "available_memory", lambda: 20 * GIB)
     monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: False)
-    resources.check_memory(humanoid_db, 2)  # 2 x 3.1 GiB fits in 10
+    resources.check_memory(humanoid_db, 3)  # 3 x 6.2 GiB fits in 20
     with pytest.raises(UsageError, match=r"at most 3 worker\(s\) fit"):
         resources.check_memory(humanoid_db, 4)
+
+
+def test_a_ray_plan_is_checked_against_the_cluster_not_this_machine(humanoid_db, monkeypatch):
+    monkeypatch.setattr(resources, "available_memory", lambda: GIB)  # the driver could not hold one worker
+    monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: True)  # Ray tasks have no helper anyway
+    need = resources.worker_memory(humanoid_db)
+    four_nodes = resources.Memory(4 * 16 * GIB, 16 * GIB, "for tasks on the Ray cluster")
+    resources.check_memory(humanoid_db, 8, cluster=four_nodes)
+    with pytest.raises(UsageError, match=rf"at most {4 * 16 * GIB // need} worker\(s\) fit"):
+        resources.check_memory(humanoid_db, 64, cluster=four_nodes)
+    many_small = resources.Memory(64 * 4 * GIB, 4 * GIB, "for tasks on the Ray cluster")
+    with pytest.raises(UsageError, match=r"one worker needs .* the largest node has 4.0 GiB for tasks on the Ray"):
+        resources.check_memory(humanoid_db, 1, cluster=many_small)
+    with pytest.raises(UsageError, match=r"GiB is available; at most 0 worker"):
+        resources.check_memory(humanoid_db, 1)
+
+
+def test_the_cluster_memory_is_the_sum_over_live_nodes():
+    from rnmtd3.ray_workers import cluster_memory
+
+    class FakeRay:
+        @staticmethod
+        def nodes():
+            return [{"Alive": True, "Resources": {"memory": 16.0 * GIB, "CPU": 8.0}},
+                    {"Alive": False, "Resources": {"memory": 64.0 * GIB}},
+                    {"Alive": True, "Resources": {"memory": 8.0 * GIB, "object_store_memory": 4.0 * GIB}}]
+
+    assert cluster_memory(FakeRay) == (24 * GIB, 16 * GIB, "for tasks on the Ray cluster")
 
 
 def test_run_workers_refuses_an_oversized_plan_before_claiming(tmp_path, humanoid_db):
@@ -54,3 +97,12 @@ def test_run_workers_refuses_an_oversized_plan_before_claiming(tmp_path, humanoi
     assert_usage_error(result, "1000 workers need", "worker(s) fit")
     assert set(humanoid_db.runs_frame()["status"]) == {QUEUED}
     assert not (tmp_path / "rnm-artifacts").exists()
+
+
+def test_run_workers_refuses_a_lease_that_is_not_a_finite_time(tmp_path, humanoid_db):
+    db = tmp_path / "plan.db"
+    results = rnm_many([["run-workers", "--lease", lease, "--db", db] for lease in ("nan", "inf", "-1", "5")],
+                       tmp_path)
+    for result in results:
+        assert_usage_error(result, "--lease")
+    assert set(humanoid_db.runs_frame()["status"]) == {QUEUED}

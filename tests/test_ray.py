@@ -7,7 +7,10 @@ import signal
 
 import pytest
 
+import rnmtd3.resources as resources
+from rnmtd3.errors import UsageError
 from rnmtd3.registry import DONE, RUNNING, open_registry
+from rnmtd3.sweep import make_config
 
 from helpers_registry import eval_steps_by_run, expected_eval_steps, kill_quietly, queue_tiny, start_workers, wait_for
 
@@ -41,3 +44,29 @@ def test_a_local_ray_cluster_drains_the_queue_and_takes_over_a_killed_worker(tmp
     assert sorted(attempts.values()) == [1] * (runs_count - 1) + [2]
     by_run = eval_steps_by_run(evals)
     assert all(by_run[int(r)] == expected_eval_steps(steps) for r in runs["run_id"])
+
+
+@pytest.mark.slow
+def test_a_ray_plan_uses_the_cluster_memory_that_ray_reports(tmp_path, monkeypatch):
+    import ray
+
+    from rnmtd3.ray_workers import connect
+
+    registry = open_registry(tmp_path / "ray-plan.db")
+    registry.enqueue([make_config("Ant", "2:4", 0, {})])
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**20)  # the driver alone could hold no worker
+    try:
+        cluster = connect("local", 2)
+        assert cluster.total == cluster.largest == int(ray.cluster_resources()["memory"])
+        need = resources.worker_memory(registry)
+        assert need < cluster.total  # else this machine is too small for the test's point
+        resources.check_memory(registry, 1, cluster=cluster)
+        jobs = cluster.total // need + 1
+        with pytest.raises(UsageError, match=rf"{jobs} workers need .* for tasks on the Ray cluster; at most "
+                                             rf"{jobs - 1} worker"):
+            resources.check_memory(registry, jobs, cluster=cluster)
+        with pytest.raises(UsageError, match="at most 0 worker"):
+            resources.check_memory(registry, 1)  # the same plan on this machine's (patched) memory
+    finally:
+        ray.shutdown()
+        registry.close()

@@ -53,6 +53,14 @@ class RunConfig:
     device: str = _key("cpu", "torch device: cpu, cuda, cuda:1, ...")
 
     def __post_init__(self) -> None:
+        int_max = 2**31 - 1  # the registry's Integer columns (seed, steps_total, ...) are 32-bit on PostgreSQL
+        for name in _FIELDS:
+            value = getattr(self, name)
+            for number in value if isinstance(value, tuple) else (value,):
+                if isinstance(number, int) and not isinstance(number, bool) and number > int_max:
+                    raise UsageError(f"bad value {name}={value}: at most {int_max} (a 32-bit integer)")
+                if isinstance(number, float) and not math.isfinite(number):
+                    raise UsageError(f"bad value {name}={value}: must be a finite number")
         positive = ("steps", "batch_size", "buffer_size", "policy_delay", "eval_interval", "eval_episodes",
                     "checkpoint_interval")
         for name in positive:
@@ -63,9 +71,8 @@ class RunConfig:
                 raise UsageError(f"bad value {name}={getattr(self, name)}: must be >= 0")
         for name in ("lr", "expl_noise", "policy_noise", "noise_clip", "srste_decay"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
-                raise UsageError(f"bad value {name}={value}: must be a finite number " +
-                                 ("> 0" if name == "lr" else ">= 0"))
+            if value < 0 or (name == "lr" and value == 0):
+                raise UsageError(f"bad value {name}={value}: must be " + ("> 0" if name == "lr" else ">= 0"))
         for name in ("gamma", "tau"):
             if not 0 < getattr(self, name) <= 1:
                 raise UsageError(f"bad value {name}={getattr(self, name)}: must be in (0, 1]")
@@ -77,6 +84,13 @@ class RunConfig:
             raise UsageError(f"bad value precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise UsageError(f"bad value device={self.device!r}: use cpu or cuda[:index]")
+        capacity = min(self.buffer_size, self.steps)  # the trainer's replay buffer never outgrows the run
+        if self.batch_size > capacity:
+            raise UsageError(f"bad value batch_size={self.batch_size}: larger than the replay capacity "
+                             f"min(buffer_size, steps) = {capacity}")
+        if not self.sparse_io and len(self.hidden) < 2 and not self.pattern.is_dense:
+            raise UsageError(f"sparse_io=false with one hidden layer leaves no {self.pattern} layer (a dense network "
+                             "labelled sparse): add a hidden layer or keep sparse_io=true")
 
     # -- identity and serialization -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

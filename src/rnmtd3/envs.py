@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable
 
@@ -33,24 +34,36 @@ def mujoco_names() -> list[str]:
 
 
 def resolve_env_id(name: str) -> str:
-    """`Hopper` -> `Hopper-v5` (the newest version); a full registered id is returned as it is."""
+    """`Hopper` -> `Hopper-v5` (the newest version); a full registered id is returned as it is.
+
+    Either way the env is built once (env_dims) and refused here, at queue time, if TD3 cannot train on it.
+    """
     text = name.strip()
     if text in gym.registry:
-        spec = gym.registry[text]
-        if not _is_continuous(spec):
-            raise UsageError(f"env {text!r} has a discrete action space; TD3 needs continuous actions (a Box)")
-        return text
-    versions = _registered()
-    for short, ids in versions.items():
-        if short.lower() == text.lower():
-            return max(ids)[1]
-    raise UsageError(f"unknown env {name!r}; valid names: {', '.join(mujoco_names())} (or a full Gymnasium id)")
+        env_id = text
+    else:
+        matches = [ids for short, ids in _registered().items() if short.lower() == text.lower()]
+        if not matches:
+            raise UsageError(f"unknown env {name!r}; valid names: {', '.join(mujoco_names())} (or a full Gymnasium id)")
+        env_id = max(matches[0])[1]
+    env_dims(env_id)
+    return env_id
 
 
-def _is_continuous(spec: gym.envs.registration.EnvSpec) -> bool:
-    env = gym.make(spec.id)
+@functools.cache
+def env_dims(env_id: str) -> tuple[int, int]:
+    """(observation size, action size) of a registered env: what a run's replay buffer and networks are sized by.
+
+    Cached, since queueing a sweep and planning workers ask about the same few envs many times.
+    """
     try:
-        return isinstance(env.action_space, gym.spaces.Box)
+        env = gym.make(env_id)
+    except gym.error.Error as exc:  # a missing dependency (Box2D, MuJoCo), a bad id
+        raise UsageError(f"env {env_id!r} cannot be made here: {exc}") from None
+    try:
+        if not isinstance(env.action_space, gym.spaces.Box):
+            raise UsageError(f"env {env_id!r} has a discrete action space; TD3 needs continuous actions (a Box)")
+        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     finally:
         env.close()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .registry import resolve_url
+from .resources import Memory
 from .workers import work
 
 
@@ -20,6 +21,35 @@ def _import_ray():
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'rnmtd3[ray]' (or pip install ray)") from None
     return ray
+
+
+def connect(address: str, jobs: int) -> Memory:
+    """Join the Ray cluster at `address` ('auto', an address, or 'local' to start one of `jobs` CPUs here) and
+    return the memory its live nodes offer to tasks, which is what a plan of Ray workers must fit in.
+
+    RayPool then reuses this connection. Ray's `memory` resource is what a node had available when it started, less
+    its object store.
+    """
+    return cluster_memory(_init(address, jobs))
+
+
+def _init(address: str, jobs: int):
+    ray = _import_ray()
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if address == "local":
+            ray.init(num_cpus=jobs, **kwargs)
+        else:
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as exc:
+                raise UsageError(f"cannot reach a Ray cluster at --ray {address}: {exc}") from None
+    return ray
+
+
+def cluster_memory(ray) -> Memory:
+    nodes = [int(node["Resources"].get("memory", 0)) for node in ray.nodes() if node["Alive"]]
+    return Memory(sum(nodes), max(nodes, default=0), "for tasks on the Ray cluster")
 
 
 def _task(db: str, worker: int, artifacts: str, lease_s: float, wait: bool, threads: int) -> int:
@@ -38,13 +68,7 @@ class RayPool:
 
     def __init__(self, address: str, db: str, jobs: int, artifacts: Path, lease_s: float, wait: bool = False,
                  threads: int = 1):
-        self.ray = _import_ray()
-        if not self.ray.is_initialized():
-            kwargs = {"include_dashboard": False, "log_to_driver": False}
-            if address == "local":
-                self.ray.init(num_cpus=jobs, **kwargs)
-            else:
-                self.ray.init(address=address, **kwargs)
+        self.ray = _init(address, jobs)
         remote = self.ray.remote(num_cpus=threads, max_retries=0)(_task)
         self.refs = [remote.remote(resolve_url(db), i, str(artifacts), lease_s, wait, threads) for i in range(jobs)]
 

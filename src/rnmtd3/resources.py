@@ -7,15 +7,29 @@ from __future__ import annotations
 
 import json
 import os
-
-import numpy as np
+from typing import Iterable, NamedTuple
 
 from .config import RunConfig
-from .envs import make_env
+from .envs import env_dims
 from .errors import UsageError
 from .registry import Registry
 
+GIB = 2**30
 PROCESS_OVERHEAD = 400 * 2**20  # torch, MuJoCo and the interpreter of one worker, measured around 350 MB
+BYTES_PER_PARAMETER = 72
+"""Memory per network parameter of a run: the forward and latent weights of all six networks, the masks, Adam's
+moments, the gradients and a checkpoint's copies. Measured 67 at 2:4 and 48 dense (Hopper, hidden 2048x2048)."""
+BYTES_PER_ACTIVATION = 20
+"""Memory per sample of a batch and hidden unit, for one TD3 update's forward and backward passes: measured 12 to
+19 (batches of 16k to 262k)."""
+
+
+class Memory(NamedTuple):
+    """Memory that workers may use: `total` over every machine, `largest` on any one (a run cannot span two)."""
+
+    total: int
+    largest: int
+    where: str  # for messages: "available", "for tasks on the Ray cluster"
 
 
 def available_memory() -> int:
@@ -27,33 +41,82 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return total_memory()
+
+
+def total_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def run_memory(config: RunConfig, obs_dim: int, act_dim: int) -> int:
+    """Peak memory of one run's process. The replay buffer counts twice: a checkpoint copies its filled part, and a
+    resume loads that copy beside the new buffer."""
+    return (2 * replay_bytes(obs_dim, act_dim, min(config.buffer_size, config.steps))
+            + BYTES_PER_PARAMETER * network_parameters(obs_dim, act_dim, config.hidden)
+            + BYTES_PER_ACTIVATION * config.batch_size * sum(config.hidden) + PROCESS_OVERHEAD)
+
+
+def network_parameters(obs_dim: int, act_dim: int, hidden: tuple[int, ...]) -> int:
+    """Parameters of the actor and the two critics (their targets are in BYTES_PER_PARAMETER)."""
+    def mlp(sizes: list[int]) -> int:
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+    return mlp([obs_dim, *hidden, act_dim]) + 2 * mlp([obs_dim + act_dim, *hidden, 1])
+
+
+def check_runs_fit(configs: Iterable[RunConfig]) -> None:
+    """Refuse, at queue time, a run that this machine could not hold even alone, saying what would fit.
+
+    Measured against the machine's total memory, not what is free now: workers already running must not make a
+    queue refuse runs that fit once they end (`run-workers` plans against what is free).
+    """
+    have = total_memory()
+    for config in configs:
+        obs_dim, act_dim = env_dims(config.env)
+        need = run_memory(config, obs_dim, act_dim)
+        if need <= have:
+            continue
+        replay = 2 * replay_bytes(obs_dim, act_dim, min(config.buffer_size, config.steps))
+        fits = (have - need + replay) // (2 * replay_bytes(obs_dim, act_dim, 1))
+        fix = (f"buffer_size={fits} would fit" if fits >= config.batch_size else
+               f"even without its replay buffer it needs {(need - replay) / GIB:.1f} GiB: lower hidden or batch_size")
+        raise UsageError(f"a run of {config.env} with buffer_size={config.buffer_size}, hidden="
+                         f"{'x'.join(map(str, config.hidden))} needs {need / GIB:.1f} GiB (its replay buffer twice, "
+                         f"as a checkpoint copies it) but this machine has {have / GIB:.1f} GiB; {fix}")
+
+
 def worker_memory(registry: Registry, eval_helper: bool = False) -> int:
-    """Peak memory one worker may need for the claimable runs: the largest replay buffer among them, plus its
-    process (and its evaluation helper's, where it has one)."""
+    """Peak memory one worker may need for the claimable runs: its largest run, plus its evaluation helper's
+    process where it has one."""
     runs = registry.runs_frame()
     pending = runs[runs["status"].isin(["queued", "running"])]
-    largest, dims = 0, {}
+    largest = PROCESS_OVERHEAD
     for config_json in pending["config"]:
         config = RunConfig.from_dict(json.loads(config_json))
-        if config.env not in dims:
-            env = make_env(config.env)
-            dims[config.env] = (int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)))
-            env.close()
-        largest = max(largest, replay_bytes(*dims[config.env], min(config.buffer_size, config.steps)))
-    return largest + PROCESS_OVERHEAD * (2 if eval_helper else 1)
+        largest = max(largest, run_memory(config, *env_dims(config.env)))
+    return largest + (PROCESS_OVERHEAD if eval_helper else 0)
 
 
-def check_memory(registry: Registry, jobs: int, threads: int = 1) -> None:
-    """Refuse a plan whose workers cannot all hold their largest replay buffer, saying how many would fit."""
-    need, have = worker_memory(registry, eval_helper=spare_cores(jobs, threads)), available_memory()
-    if jobs * need > have:
-        fit = max(have // need, 0)
-        raise UsageError(f"{jobs} workers need up to {jobs * need / 2**30:.1f} GiB ({need / 2**30:.2f} GiB each, "
-                         f"mostly replay buffers) but {have / 2**30:.1f} GiB is available; at most {fit} worker(s) fit "
-                         "(or lower buffer_size)")
+def check_memory(registry: Registry, jobs: int, threads: int = 1, cluster: Memory | None = None) -> None:
+    """Refuse a plan whose workers cannot all hold their largest run, saying how many would fit.
+
+    `cluster` is a Ray cluster's memory (ray_workers.connect): Ray places the workers on its nodes, so the driver's
+    memory says nothing about the plan, and Ray tasks evaluate inline, without a helper process. Without it the
+    workers are processes on this machine, planned against its available memory.
+    """
+    if cluster is None:
+        have = available_memory()
+        memory, helper = Memory(have, have, "available"), spare_cores(jobs, threads)
+    else:
+        memory, helper = cluster, False
+    need = worker_memory(registry, eval_helper=helper)
+    if jobs * need > memory.total:
+        raise UsageError(f"{jobs} workers need up to {jobs * need / GIB:.1f} GiB ({need / GIB:.2f} GiB each, "
+                         f"mostly replay buffers) but {memory.total / GIB:.1f} GiB is {memory.where}; at most "
+                         f"{memory.total // need} worker(s) fit (or lower buffer_size)")
+    if need > memory.largest:  # only where the memory is spread over several nodes
+        raise UsageError(f"one worker needs up to {need / GIB:.2f} GiB but the largest node has "
+                         f"{memory.largest / GIB:.1f} GiB {memory.where}; lower buffer_size")
 
 
 def replay_bytes(obs_dim: int, act_dim: int, capacity: int) -> int:

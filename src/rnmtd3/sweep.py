@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Iterable
 
 from .config import RunConfig, canonical, parse_assignments
 from .envs import resolve_env_id
 from .errors import UsageError
 from .patterns import Pattern
+
+MAX_RUNS = 100_000
+"""Most runs one `rnm queue` may expand to: far beyond a paper's sweep, and quick to expand (4 s and 70 MB)."""
+DB_INT_MAX = 2**31 - 1
+"""Largest value of the registry's Integer columns (seed, steps_total, max_attempts, ...): 32-bit on PostgreSQL."""
 
 
 def split_list(text: str) -> list[str]:
@@ -47,6 +53,10 @@ def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int, assignments
     if baseline and Pattern.dense() not in pats:
         pats.insert(0, Pattern.dense())
     swept = _with_steps(parse_assignments(list(assignments)), steps)
+    count = len(env_ids) * len(pats) * seeds * math.prod(len(values) for values in swept.values())
+    if count > MAX_RUNS:
+        raise UsageError(f"this sweep expands to {count:,} runs, more than the {MAX_RUNS:,} one queue may add: "
+                         "fewer seeds or shorter --set lists")
     keys = list(swept)
     configs = []
     for env, pattern, combo, seed in itertools.product(env_ids, pats, itertools.product(*swept.values()),

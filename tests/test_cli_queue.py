@@ -1,0 +1,120 @@
+"""`rnm queue` refuses at queue time whatever can be known then (issue 10, item 5): one line, exit 2, and nothing
+written, neither to an existing registry nor a new file.
+
+One case runs the installed console script; the others call the same entry point (`rnm_cli.main.main`) in this
+process, so that each costs its checks and not an import of torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import rnmtd3.resources as resources
+from rnmtd3.registry import open_registry
+from rnmtd3.sweep import MAX_RUNS
+from rnm_cli.main import main
+
+from helpers_registry import assert_usage_error, rnm_many, snapshot, tiny_config
+
+QUEUE = ["queue", "--envs", "Hopper", "--patterns", "2:4", "--seeds", "1", "--no-baseline"]
+INT32_MAX = 2**31 - 1
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """An existing registry (one queued run) in one folder, and an empty folder where a new one would go."""
+    existing, fresh = tmp_path / "existing", tmp_path / "fresh"
+    existing.mkdir()
+    fresh.mkdir()
+    registry = open_registry(existing / "rnm.db")
+    registry.enqueue([tiny_config()])
+    registry.close()
+    return existing, fresh
+
+
+def rnm_here(args, monkeypatch, capsys):
+    """`rnm ARGS` through the console script's entry point, in-process: (exit code, stdout, stderr)."""
+    monkeypatch.delenv("RNM_DB", raising=False)
+    monkeypatch.delenv("RNM_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["rnm", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def assert_refused(args, folders, monkeypatch, capsys, *needles) -> str:
+    """Refused with one line naming `needles`; the existing registry byte for byte the same, no new file."""
+    existing, fresh = folders
+    before = snapshot(existing)
+    lines = []
+    for db in (existing / "rnm.db", fresh / "new.db"):
+        code, out, err = rnm_here([*args, "--db", db], monkeypatch, capsys)
+        assert code == 2, (code, out, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert all(needle.lower() in err.lower() for needle in needles), err
+        lines.append(err.strip())
+    assert snapshot(existing) == before
+    assert list(fresh.iterdir()) == []
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_a_short_discrete_env_name_is_refused_like_its_full_id(folders):
+    existing, fresh = folders
+    before = snapshot(existing)
+    commands = [[*QUEUE[:2], name, *QUEUE[3:], "--db", folder / "rnm.db"]
+                for name in ("CartPole", "cartpole", "CartPole-v1") for folder in (existing, fresh)]
+    for result in rnm_many(commands, existing):
+        assert_usage_error(result, "CartPole-v1", "discrete action space")
+    assert snapshot(existing) == before
+    assert list(fresh.iterdir()) == []
+
+
+REFUSALS = {
+    "batch larger than buffer_size": (["--set", "batch_size=512", "--set", "buffer_size=256"],
+                                      ["batch_size=512", "replay capacity"]),
+    "batch larger than steps": (["--steps", "100"], ["batch_size=256", "replay capacity", "= 100"]),
+    "steps 1e12": (["--steps", "1e12"], ["steps=1000000000000", f"at most {INT32_MAX}"]),
+    "steps past int32": (["--steps", str(INT32_MAX + 1)], ["steps=", f"at most {INT32_MAX}"]),
+    "eval_interval past int32": (["--set", "eval_interval=3e9"], ["eval_interval=3000000000", f"at most {INT32_MAX}"]),
+    "max-attempts past int32": (["--max-attempts", "3000000000"], ["--max-attempts", str(INT32_MAX)]),
+    "networks larger than any machine": (["--set", "hidden=100000x100000"], ["hidden=100000x100000", "GiB",
+                                                                             "lower hidden"]),
+    "seeds beyond the sweep cap": (["--seeds", str(MAX_RUNS + 1)], [f"{MAX_RUNS + 1:,} runs", f"{MAX_RUNS:,}"]),
+    "set lists beyond the sweep cap": (["--seeds", "1000", "--set", f"lr={','.join(['1e-3'] * 101)}"],
+                                       ["101,000 runs"]),
+    "sparse_io=false, one hidden layer": (["--set", "sparse_io=false", "--set", "hidden=256"],
+                                          ["sparse_io=false", "one hidden layer"]),
+}
+
+
+@pytest.mark.parametrize("change, needles", REFUSALS.values(), ids=REFUSALS.keys())
+def test_what_cannot_run_is_refused_at_queue_time(change, needles, folders, monkeypatch, capsys):
+    assert_refused([*QUEUE, *change], folders, monkeypatch, capsys, *needles)
+
+
+def test_a_run_larger_than_the_machine_is_refused_saying_which_buffer_size_fits(folders, monkeypatch, capsys):
+    monkeypatch.setattr(resources, "total_memory", lambda: 4 * resources.GIB)
+    line = assert_refused([*QUEUE, "--envs", "Humanoid"], folders, monkeypatch, capsys,
+                          "Humanoid-v5", "buffer_size=1000000", "this machine has 4.0 GiB")
+    fits = int(line.split("buffer_size=")[-1].split()[0])
+    assert 0.6e6 < fits < 1e6  # two copies of 2.9 GB do not fit in 4 GiB, two of 1.9 do
+    existing, _ = folders
+    code, _, err = rnm_here([*QUEUE, "--envs", "Humanoid", "--set", f"buffer_size={fits}", "--dry-run", "--db",
+                             existing / "rnm.db"], monkeypatch, capsys)
+    assert code == 0, err
+    assert_refused([*QUEUE, "--envs", "Humanoid", "--set", f"buffer_size={fits + 1}"], folders, monkeypatch, capsys,
+                   "4.0 GiB")
+
+
+def test_steps_take_the_same_notation_as_set(folders, monkeypatch, capsys):
+    existing, _ = folders
+    code, _, err = rnm_here([*QUEUE, "--steps", "1e5", "--db", existing / "rnm.db"], monkeypatch, capsys)
+    assert code == 0, err
+    registry = open_registry(existing / "rnm.db", create=False)
+    runs = registry.runs_frame()
+    registry.close()
+    assert sorted(runs["steps_total"]) == [400, 100_000]

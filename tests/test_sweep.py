@@ -1,0 +1,43 @@
+"""From what a user types to configs: env names checked alike in short and full form, and a sweep counted before
+it is built, so that a typo in --seeds cannot exhaust memory."""
+
+from __future__ import annotations
+
+import pytest
+
+import rnmtd3.sweep as sweep
+from rnmtd3.envs import env_dims, resolve_env_id
+from rnmtd3.errors import UsageError
+
+
+@pytest.mark.parametrize("name", ["CartPole", "cartpole", "CartPole-v1", "MountainCar", "Acrobot-v1"])
+def test_a_discrete_env_is_refused_by_its_short_name_as_by_its_full_id(name):
+    with pytest.raises(UsageError, match="discrete action space"):
+        resolve_env_id(name)
+
+
+def test_continuous_envs_resolve_and_give_their_sizes():
+    assert resolve_env_id("pendulum") == "Pendulum-v1"
+    assert resolve_env_id("Hopper") == "Hopper-v5"
+    assert env_dims("Hopper-v5") == (11, 3)
+    assert env_dims("Humanoid-v5") == (348, 17)
+
+
+@pytest.mark.parametrize("seeds, sets, count", [
+    (10**9, [], 3 * 10**9),
+    (10_000, ["lr=1e-3,3e-4", "tau=0.005,0.01,0.02"], 3 * 10_000 * 6),
+])
+def test_a_sweep_beyond_the_cap_is_refused_before_any_config_is_built(seeds, sets, count, monkeypatch):
+    def no_config(**values):
+        raise AssertionError("a config was built before the sweep was counted")
+
+    monkeypatch.setattr(sweep, "RunConfig", no_config)
+    with pytest.raises(UsageError, match=f"expands to {count:,} runs, more than the {sweep.MAX_RUNS:,}"):
+        sweep.expand(["Hopper"], ["2:4", "1:4"], seeds, sets)
+
+
+def test_a_sweep_at_the_cap_is_expanded(monkeypatch):
+    monkeypatch.setattr(sweep, "MAX_RUNS", 12)
+    assert len(sweep.expand(["Hopper"], ["2:4"], 3, ["lr=1e-3,3e-4"])) == 12  # dense and 2:4, 3 seeds, 2 lrs
+    with pytest.raises(UsageError, match="13 runs"):
+        sweep.expand(["Hopper"], ["2:4"], 13, [], baseline=False)
