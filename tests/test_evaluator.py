@@ -53,7 +53,7 @@ def test_background_evaluations_are_all_in_before_a_checkpoint(tmp_path):
     assert [step for step, _, _ in first.evals] == list(range(0, stopped.steps_done + 1, 500))
     second = MemorySink()
     train(cfg, tmp_path / "run", second, resume=True, background_eval=True)
-    assert first.evals + second.evals == straight.evals
+    assert second.evals == straight.evals  # the resumed run reports its saved curve again, then the rest
 
 
 def actor_snapshots(count: int) -> list[dict[str, np.ndarray]]:

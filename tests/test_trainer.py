@@ -150,9 +150,10 @@ def test_resume_matches_straight_run(tmp_path, straight_run):
     resumed = train(cfg, tmp_path, second, resume=True)
     assert resumed.finished and resumed.resumed_from == stopped.steps_done
     assert resumed.steps_done == cfg.steps
-    assert all(step > stopped.steps_done for step, _, _ in second.evals)
-    # the same evaluations at every step, mean and std, as one run straight through
-    assert first.evals + second.evals == straight.evals
+    # the resumed run reports the curve its resume state carries, then the rest: the same evaluations at every
+    # step, mean and std, as one run straight through
+    assert second.evals == straight.evals
+    assert first.evals == straight.evals[:len(first.evals)]
     assert resumed.last_return == straight_result.last_return
     # and the same SAD history after the resume point
     sad_straight = [(s, v) for s, v in straight.stats if "sad_actor" in v and s > stopped.steps_done]
@@ -166,7 +167,8 @@ def test_resume_of_a_finished_run_and_of_another_config(tmp_path):
     train(cfg, tmp_path, MemorySink(), resume=False)
     sink = MemorySink()
     again = train(cfg, tmp_path, sink, resume=True)
-    assert again.finished and again.resumed_from == cfg.steps and sink.evals == []
+    assert again.finished and again.resumed_from == cfg.steps
+    assert [step for step, _, _ in sink.evals] == list(range(0, cfg.steps + 1, cfg.eval_interval))
     with pytest.raises(UsageError):
         train(cfg.replace(lr=3e-4), tmp_path, MemorySink(), resume=True)
 
@@ -231,6 +233,7 @@ def test_resume_reads_the_config_from_the_folder_and_finishes_the_run(tmp_path):
     rest = MemorySink()
     result = resume(tmp_path / "run", rest)
     assert result.finished and result.resumed_from == first.steps_done
-    assert [s for s, _, _ in rest.evals] == list(range(first.steps_done + 200, 801, 200))
+    assert [s for s, _, _ in rest.evals] == list(range(0, 801, 200))
+    assert rest.evals[:len(stopped.evals)] == stopped.evals
     with pytest.raises(UsageError):
         resume(tmp_path / "empty", MemorySink())
