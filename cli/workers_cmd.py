@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from rnmtd3.errors import UsageError
+from rnmtd3.folders import prepare_out_dir
 from rnmtd3.registry import open_registry
 from rnmtd3.resources import check_memory
 from rnmtd3.workers import WorkerPool, WorkerUpdate, default_artifacts
@@ -41,8 +42,7 @@ def run_workers(
         raise UsageError(f"bad --lease {lease}: give a number of seconds, at least 10")
     registry = open_registry(db, create=False)
     check_memory(registry, jobs, threads_per_worker)
-    folder = (artifacts or default_artifacts(db)).expanduser().absolute()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_out_dir(artifacts or default_artifacts(db), "--artifacts")
     if ray is not None:
         _run_on_ray(ray, db, jobs, folder, lease, wait, threads_per_worker, registry)
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Callable
@@ -10,29 +9,10 @@ from typing import Callable
 import torch
 
 from .config import RunConfig
-from .errors import UsageError
+from .folders import prepare_out_dir
 from .resources import spare_cores
 from .sinks import FileSink
 from .trainer import TrainResult, require_device, train
-
-
-def prepare_out_dir(out: Path) -> Path:
-    """Create the output folder, or raise UsageError (before anything is written) where it cannot be."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"--out {out} cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out} cannot be written (no write permission on {parent})")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # /proc, /sys, a read-only mount: access() said yes, the filesystem says no
-        raise UsageError(f"--out {out} cannot be created: {exc.strerror}") from None
-    return out
 
 
 def train_foreground(config: RunConfig, out: Path, threads: int = 1,

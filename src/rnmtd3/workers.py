@@ -25,6 +25,9 @@ from .resources import spare_cores
 
 POLL_S = 2.0
 MAX_IDLE_WAIT_S = 60.0
+OUTAGE_WAIT_S = 5.0
+MAX_OUTAGES = 10
+"""Consecutive database outages a worker waits out (about 25 minutes in all) before it gives up."""
 TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM}
 
 
@@ -160,9 +163,20 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
     finished = 0
     try:
         database_id = registry.database_id
+        outages = 0
         while not stop.is_set():
-            registry.expire_dead_local()
-            claim = registry.claim(lease_s)
+            try:
+                registry.expire_dead_local()
+                claim = registry.claim(lease_s)
+            except TransientDatabaseError as exc:  # a lost connection: wait for it, as a run's failure would
+                outages += 1
+                if outages > MAX_OUTAGES:
+                    raise
+                delay = min(OUTAGE_WAIT_S * 2 ** (outages - 1), MAX_IDLE_WAIT_S * 5)
+                report(WorkerUpdate(worker, "idle", message=f"{one_line(exc)}; retrying in {delay:.0f} s"))
+                stop.wait(delay)
+                continue
+            outages = 0
             if claim is None:
                 backoff = registry.next_retry_in()
                 if not wait and backoff is None:
