@@ -41,7 +41,12 @@ def run_workers(
     if not math.isfinite(lease) or lease < 10:
         raise UsageError(f"bad --lease {lease}: give a number of seconds, at least 10")
     registry = open_registry(db, create=False)
-    check_memory(registry, jobs, threads_per_worker)
+    if ray is not None:  # Ray workers run on the cluster's nodes: plan against their memory, not this machine's
+        from rnmtd3.ray_workers import connect
+
+        check_memory(registry, jobs, threads_per_worker, cluster=connect(ray, jobs))
+    else:
+        check_memory(registry, jobs, threads_per_worker)
     folder = prepare_out_dir(artifacts or default_artifacts(db), "--artifacts")
     if ray is not None:
         _run_on_ray(ray, db, jobs, folder, lease, wait, threads_per_worker, registry)
@@ -101,6 +106,7 @@ def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: b
     """Ray places the workers; the display shows the registry's counts, since Ray tasks send no updates."""
     from rnmtd3.ray_workers import RayPool
 
+    failed_before = set(_failed(registry))
     pool = RayPool(address, db, jobs, folder, lease, wait=wait, threads=threads)
     board = Board(0)
     signal.signal(signal.SIGINT, lambda signum, frame: pool.stop())
@@ -114,6 +120,15 @@ def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: b
         err.print(f"{pool.finished()} run(s) finished by {jobs} Ray worker(s)")
     finally:
         pool.shutdown()
+    failed = sorted(set(_failed(registry)) - failed_before)  # Ray tasks send no updates: what failed meanwhile
+    if failed:
+        err.print(f"{len(failed)} run(s) failed: {', '.join(map(str, failed))}; `rnm status` shows why")
+        raise typer.Exit(1)
+
+
+def _failed(registry) -> list[int]:
+    runs = registry.runs_frame()
+    return [] if runs.empty else [int(r) for r in runs.loc[runs["status"] == "failed", "run_id"]]
 
 
 class Board:
@@ -136,11 +151,7 @@ class Board:
 
     def failed_runs(self, registry) -> list[int]:
         """The runs these workers held that ended failed."""
-        runs = registry.runs_frame()
-        if runs.empty:
-            return []
-        return sorted(int(r) for r in runs.loc[runs["run_id"].isin(self.worked_on) & (runs["status"] == "failed"),
-                                               "run_id"])
+        return sorted(set(_failed(registry)) & self.worked_on)
 
     def refresh_counts(self, registry) -> None:
         runs = registry.runs_frame()
