@@ -199,16 +199,19 @@ def test_ste_and_srste_move_pruned_latents(grad_mode):
 
 
 def test_srste_shrinks_pruned_latents_relative_to_ste():
-    norms = {}
+    """Between mask updates the decay touches only pruned latents, which the forward pass never sees: srste's
+    active weights follow ste's exactly, and its pruned ones end smaller (1% per step of each network here)."""
+    agents, norms = {}, {}
     for mode in ("ste", "srste"):
-        agent = make_agent("2:4", grad_mode=mode)  # default srste_decay 2e-4
-        start = {name: pruned_norm(agent, name) for name in ONLINE}
+        agent = agents[mode] = make_agent("2:4", grad_mode=mode, lr=1e-3, srste_decay=10.0)
         for batch, noise in batches(agent, 40):
             agent.update(batch, noise)
         norms[mode] = {name: pruned_norm(agent, name) for name in ONLINE}
     for name in ONLINE:
-        assert norms["srste"][name] < 0.99 * norms["ste"][name], (name, norms)
-        assert norms["srste"][name] < start[name]
+        assert norms["srste"][name] < 0.9 * norms["ste"][name], (name, norms)
+        for ste, srste, mask in zip(agents["ste"].sparse[name].latent, agents["srste"].sparse[name].latent,
+                                    agents["srste"].sparse[name].masks):
+            assert torch.equal(srste.detach()[mask], ste.detach()[mask])
 
 
 # -- mask updates and SAD -----------------------------------------------------------------------------

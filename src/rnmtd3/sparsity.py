@@ -92,11 +92,20 @@ class SparseParams:
             param.grad = grad
         if not self.latent:
             return
-        sparse_grads = [grads[i] for i in self.sparse_index]
         if self.rule.mode == "masked":
-            torch._foreach_mul_(sparse_grads, self._float_masks)
-        elif self.rule.mode == "srste":
-            torch._foreach_addcmul_(sparse_grads, self._pruned, self.latent, value=self.rule.srste_decay)
+            torch._foreach_mul_([grads[i] for i in self.sparse_index], self._float_masks)
+
+    @torch.no_grad()
+    def decay_pruned(self, lr: float) -> None:
+        """SR-STE's decay of the pruned latent weights (grad_mode=srste): W[pruned] *= 1 - lr * srste_decay.
+
+        Called between the gradient and the optimizer step, as AdamW applies weight decay: under SGD the two make
+        exactly SR-STE's update (Zhou et al. 2021), W <- W - lr * (g + srste_decay * pruned * W). Added to the
+        gradient instead, Adam would divide the decay by the gradient's running scale, so its strength would
+        follow the loss's scale, not srste_decay.
+        """
+        if self.rule.mode == "srste" and self.latent:
+            torch._foreach_addcmul_(self.latent, self._pruned, self.latent, value=-lr * self.rule.srste_decay)
 
     @torch.no_grad()
     def project(self) -> None:

@@ -78,6 +78,8 @@ class TD3Agent:
         n1 = len(sp["critic1"].forward_params)
         sp["critic1"].set_grads(grads[:n1])
         sp["critic2"].set_grads(grads[n1:])
+        for name in ("critic1", "critic2"):
+            sp[name].decay_pruned(cfg.lr)
         self.critic_optimizer.step()
         sp["critic1"].project()
         sp["critic2"].project()
@@ -89,6 +91,7 @@ class TD3Agent:
             with self.autocast:
                 actor_loss = -self.critic1(batch.obs, self.actor(batch.obs)).mean()
             sp["actor"].set_grads(torch.autograd.grad(actor_loss, sp["actor"].forward_params))
+            sp["actor"].decay_pruned(cfg.lr)
             self.actor_optimizer.step()
             sp["actor"].project()
             for name in ("actor", "critic1", "critic2"):
