@@ -62,8 +62,7 @@ def test_a_ray_plan_uses_the_cluster_memory_that_ray_reports(tmp_path, monkeypat
         assert need < cluster.total  # else this machine is too small for the test's point
         resources.check_memory(registry, 1, cluster=cluster)
         jobs = cluster.total // need + 1
-        with pytest.raises(UsageError, match=rf"{jobs} workers need .* for tasks on the Ray cluster; at most "
-                                             rf"{jobs - 1} worker"):
+        with pytest.raises(UsageError, match=rf"{jobs} workers need .* to tasks on the Ray cluster; at most {jobs - 1} "):
             resources.check_memory(registry, jobs, cluster=cluster)
         with pytest.raises(UsageError, match="at most 0 worker"):
             resources.check_memory(registry, 1)  # the same plan on this machine's (patched) memory

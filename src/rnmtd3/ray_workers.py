@@ -6,6 +6,7 @@ plain `rnm run-workers` process can drain one queue side by side.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def connect(address: str, jobs: int) -> Memory:
 def _init(address: str, jobs: int):
     ray = _import_ray()
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         if address == "local":
             ray.init(num_cpus=jobs, **kwargs)
         else:
@@ -49,7 +50,7 @@ def _init(address: str, jobs: int):
 
 def cluster_memory(ray) -> Memory:
     nodes = [int(node["Resources"].get("memory", 0)) for node in ray.nodes() if node["Alive"]]
-    return Memory(sum(nodes), max(nodes, default=0), "for tasks on the Ray cluster")
+    return Memory(sum(nodes), max(nodes, default=0), "available to tasks on the Ray cluster")
 
 
 def _task(db: str, worker: int, artifacts: str, lease_s: float, wait: bool, threads: int) -> int:

@@ -29,7 +29,7 @@ class Memory(NamedTuple):
 
     total: int
     largest: int
-    where: str  # for messages: "available", "for tasks on the Ray cluster"
+    where: str  # for messages: "available", "available to tasks on the Ray cluster"
 
 
 def available_memory() -> int:
