@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
+from sqlalchemy import update
 
 from rnmtd3.config import RunConfig
 from rnmtd3.patterns import Pattern
+from rnmtd3.registry import Registry
+from rnmtd3.registry.models import Run
 from rnmtd3.registry.store import _pid_alive
 
 RNM = Path(sys.executable).parent / "rnm"
@@ -118,6 +121,19 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def run_row(registry: Registry, run_id: int) -> dict:
+    """One run as a dict, a missing value as None (NaN != NaN would make equal rows compare unequal)."""
+    runs = registry.runs_frame()
+    return {k: (None if pd.isna(v) else v) for k, v in runs[runs["run_id"] == run_id].iloc[0].to_dict().items()}
+
+
+def expire_lease(registry: Registry, run_id: int) -> None:
+    """End a run's lease now, as when its worker has been silent past it: a test that waited for a short lease
+    instead would depend on how fast a loaded machine gets from one statement to the next."""
+    with registry.engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(lease_expires=0.0))
 
 
 def expected_eval_steps(steps: int, interval: int = 100) -> list[int]:

@@ -32,11 +32,7 @@ from rnmtd3.summary import summarize
 
 from rnmtd3.workers import RegistrySink
 
-from helpers_registry import tiny_config, wait_for
-
-
-SHORT_LEASE = 0.5  # long enough that a loaded machine does not expire it between two statements
-EXPIRY_WAIT = 0.8
+from helpers_registry import expire_lease, run_row, tiny_config, wait_for
 
 
 @pytest.fixture
@@ -56,10 +52,17 @@ def run_ids(reg: Registry) -> list[int]:
     return [int(i) for i in reg.runs_frame()["run_id"]]
 
 
-def row(reg: Registry, run_id: int) -> dict:
-    """One run as a dict, a missing value as None (NaN != NaN would make equal rows compare unequal)."""
-    runs = reg.runs_frame()
-    return {k: (None if pd.isna(v) else v) for k, v in runs[runs["run_id"] == run_id].iloc[0].to_dict().items()}
+def record_curve(reg: Registry, claim, steps: int = 400) -> None:
+    """Every evaluation of a tiny run, so that `finish` may mark it done."""
+    for step in range(0, steps + 1, 100):
+        assert reg.record_eval(claim, step, -float(step), 0.0, 0.0)
+
+
+def lease_left(reg: Registry, run_id: int) -> float:
+    """Seconds until the run's lease ends, by the database's clock (the one claims judge it by)."""
+    with reg.engine.connect() as conn:
+        expires = conn.execute(text("SELECT lease_expires FROM runs WHERE id = :id"), {"id": run_id}).scalar()
+    return expires - reg.now()
 
 
 def dead_pid() -> int:
@@ -109,14 +112,14 @@ def test_status_of_running_runs_without_a_speed_yet_warns_nothing(registry):
 
 def test_lease_expiry_lets_another_worker_take_the_run_over(registry):
     (run_id,) = enqueue(registry, 1)
-    first = registry.claim(lease_s=SHORT_LEASE, pid=111)
+    first = registry.claim(pid=111)
     assert first.run_id == run_id and first.attempts == 1
     assert registry.claim() is None  # lease still valid
-    time.sleep(EXPIRY_WAIT)
+    expire_lease(registry, run_id)
     second = registry.claim(lease_s=60, pid=222)
     assert second is not None and second.run_id == run_id
     assert second.attempts == 2 and second.token != first.token
-    record = row(registry, run_id)
+    record = run_row(registry, run_id)
     assert record["status"] == RUNNING and record["worker_pid"] == 222
     # the old holder learns that it lost the run, the new one keeps it
     assert registry.heartbeat(first) is False
@@ -125,9 +128,9 @@ def test_lease_expiry_lets_another_worker_take_the_run_over(registry):
 
 def test_an_expired_run_is_claimed_before_newer_queued_runs(registry):
     ids = enqueue(registry, 3)
-    old = registry.claim(lease_s=SHORT_LEASE)
+    old = registry.claim()
     assert registry.claim().run_id == ids[1]
-    time.sleep(EXPIRY_WAIT)
+    expire_lease(registry, old.run_id)
     again = registry.claim()
     assert again.run_id == old.run_id == ids[0] and again.attempts == 2
     assert registry.claim().run_id == ids[2]
@@ -135,67 +138,71 @@ def test_an_expired_run_is_claimed_before_newer_queued_runs(registry):
 
 def test_heartbeat_extends_the_lease(registry):
     enqueue(registry, 1)
-    claim = registry.claim(lease_s=0.5)
-    for _ in range(4):
-        time.sleep(EXPIRY_WAIT)
-        assert registry.heartbeat(claim, steps_done=700, steps_per_sec=123.0, lease_s=0.5)
-    assert registry.claim() is None  # 0.8 s after the claim, but the lease was renewed
+    claim = registry.claim(lease_s=60)
+    assert 50 < lease_left(registry, claim.run_id) <= 60
+    expire_lease(registry, claim.run_id)  # silent past its lease, but no one has taken the run over yet
+    assert registry.heartbeat(claim, steps_done=700, steps_per_sec=123.0, lease_s=600)
+    assert 590 < lease_left(registry, claim.run_id) <= 600
+    assert registry.claim() is None  # the lease was renewed
     # the heartbeat carries progress, so `rnm status` moves between checkpoints
-    assert row(registry, claim.run_id)["steps_per_sec"] == 123.0
-    assert row(registry, claim.run_id)["steps_done"] == 700
+    assert run_row(registry, claim.run_id)["steps_per_sec"] == 123.0
+    assert run_row(registry, claim.run_id)["steps_done"] == 700
 
 
 def test_a_workers_heartbeat_reports_the_step_it_reached(registry):
     enqueue(registry, 1)
-    claim = registry.claim(lease_s=0.4)
+    claim = registry.claim()
+    # a 0.4 s lease makes the sink beat every 0.1 s; no one else claims, so the lease may run out under load
     sink = RegistrySink(registry, claim, report=lambda update: None, worker=0, stop=threading.Event(), lease_s=0.4)
     try:
         sink.on_progress(321, 50.0)
-        wait_for(lambda: row(registry, claim.run_id)["steps_done"] == 321, timeout=5, what="steps_done 321")
+        wait_for(lambda: run_row(registry, claim.run_id)["steps_done"] == 321, timeout=60, what="steps_done 321")
     finally:
         sink.close()
-    assert row(registry, claim.run_id)["steps_per_sec"] == 50.0
+    assert run_row(registry, claim.run_id)["steps_per_sec"] == 50.0
 
 
 def test_writes_with_a_stale_claim_change_nothing(registry):
     enqueue(registry, 1)
-    stale = registry.claim(lease_s=SHORT_LEASE, pid=111)
-    time.sleep(EXPIRY_WAIT)
+    stale = registry.claim(pid=111)
+    expire_lease(registry, stale.run_id)
     fresh = registry.claim(pid=222)
     assert registry.record_checkpoint(fresh, 200, "/ckpt/fresh.pt")
-    before = row(registry, fresh.run_id)
+    before = run_row(registry, fresh.run_id)
     assert registry.heartbeat(stale, steps_done=400, steps_per_sec=9.0) is False
     assert registry.record_checkpoint(stale, 400, "/ckpt/stale.pt") is False
     assert registry.finish(stale, 400) is False
     assert registry.fail(stale, "stale failure") is False
     assert registry.release(stale) is False
-    after = row(registry, fresh.run_id)
+    after = run_row(registry, fresh.run_id)
     assert after == before
     assert after["status"] == RUNNING and after["attempts"] == 2 and after["checkpoint"] == "/ckpt/fresh.pt"
+    record_curve(registry, fresh)
     assert registry.heartbeat(fresh) and registry.finish(fresh, 400)
-    assert row(registry, fresh.run_id)["status"] == DONE
+    assert run_row(registry, fresh.run_id)["status"] == DONE
 
 
 def test_evaluations_and_stats_with_a_stale_claim_change_nothing(registry):
     enqueue(registry, 1)
-    stale = registry.claim(lease_s=SHORT_LEASE, pid=111)
-    time.sleep(EXPIRY_WAIT)
+    stale = registry.claim(pid=111)
+    expire_lease(registry, stale.run_id)
     fresh = registry.claim(pid=222)
     registry.record_eval(stale, 300, -1.0, 0.0, 1.0)
     registry.record_stats(stale, 300, {"critic_loss": 1.0})
     assert registry.evals_frame().empty
     assert registry.stats_frame().empty
-    assert pd.isna(row(registry, fresh.run_id)["last_return"])
+    assert pd.isna(run_row(registry, fresh.run_id)["last_return"])
 
 
-def test_evaluations_of_a_step_are_recorded_once(registry):
+def test_evaluations_of_a_step_are_recorded_once_and_last_return_follows_the_curve(registry):
     enqueue(registry, 1)
     claim = registry.claim()
     registry.record_eval(claim, 100, -5.0, 1.0, 2.0)
-    registry.record_eval(claim, 100, -7.0, 1.0, 3.0)  # a resumed run re-reporting the step changes nothing
+    registry.record_eval(claim, 100, -7.0, 1.0, 3.0)  # a step reported again
     evals = registry.evals_frame()
-    assert list(evals["step"]) == [100] and list(evals["return_mean"]) == [-5.0]
-    assert row(registry, claim.run_id)["last_return"] == -7.0
+    assert list(evals["step"]) == [100]
+    # the run's last return is the curve's last point, whichever report of the step the curve kept
+    assert run_row(registry, claim.run_id)["last_return"] == evals["return_mean"].iloc[-1]
 
 
 def test_release_puts_the_run_back_without_counting_the_attempt(registry):
@@ -203,7 +210,7 @@ def test_release_puts_the_run_back_without_counting_the_attempt(registry):
     claim = registry.claim()
     assert registry.record_checkpoint(claim, 200, "/ckpt/a.pt")
     assert registry.release(claim)
-    record = row(registry, run_id)
+    record = run_row(registry, run_id)
     assert record["status"] == QUEUED and record["attempts"] == 0
     assert pd.isna(record["worker_pid"]) and pd.isna(record["worker_host"])
     assert record["steps_done"] == 200 and record["checkpoint"] == "/ckpt/a.pt"
@@ -220,7 +227,7 @@ def test_expire_dead_local_frees_runs_of_dead_processes_only(registry):
     assert registry.expire_dead_local() == [dead_run]
     taken = registry.claim()
     assert taken.run_id == dead_run and taken.attempts == 2
-    assert row(registry, live_run)["status"] == RUNNING
+    assert run_row(registry, live_run)["status"] == RUNNING
     assert registry.expire_dead_local() == []  # the new holder (this process) is alive
 
 
@@ -237,13 +244,11 @@ def test_a_killed_but_unreaped_worker_counts_as_dead(registry):
 
 
 def wait_for_zombie(pid: int) -> None:
-    deadline = time.time() + 10
-    while time.time() < deadline:
+    def zombie() -> bool:
         with open(f"/proc/{pid}/stat") as handle:
-            if handle.read().rsplit(") ", 1)[-1].split()[0] == "Z":
-                return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not become a zombie")
+            return handle.read().rsplit(") ", 1)[-1].split()[0] == "Z"
+
+    wait_for(zombie, timeout=60, interval=0.01, what=f"process {pid} to become a zombie")
 
 
 def test_expire_dead_local_ignores_other_hosts(registry):
@@ -259,17 +264,17 @@ def test_fail_requeues_until_max_attempts_then_fails(registry):
     (run_id,) = enqueue(registry, 1, max_attempts=2)
     first = registry.claim()
     assert registry.fail(first, "Traceback ...\nRuntimeError: boom 1")
-    record = row(registry, run_id)
+    record = run_row(registry, run_id)
     assert record["status"] == QUEUED and record["attempts"] == 1 and "boom 1" in record["error"]
     second = registry.claim()
     assert second.attempts == 2
     assert registry.fail(second, "RuntimeError: boom 2")
-    record = row(registry, run_id)
+    record = run_row(registry, run_id)
     assert record["status"] == FAILED and record["attempts"] == 2 and "boom 2" in record["error"]
     assert pd.notna(record["finished_at"])
     assert registry.claim() is None
     assert registry.retry_failed() == 1
-    record = row(registry, run_id)
+    record = run_row(registry, run_id)
     assert record["status"] == QUEUED and record["attempts"] == 0
     third = registry.claim()
     assert third.run_id == run_id and third.attempts == 1
@@ -277,10 +282,10 @@ def test_fail_requeues_until_max_attempts_then_fails(registry):
 
 def test_a_lost_worker_on_the_last_attempt_fails_the_run(registry):
     (run_id,) = enqueue(registry, 1, max_attempts=1)
-    registry.claim(lease_s=SHORT_LEASE)
-    time.sleep(EXPIRY_WAIT)
+    registry.claim()
+    expire_lease(registry, run_id)
     assert registry.claim() is None
-    record = row(registry, run_id)
+    record = run_row(registry, run_id)
     assert record["status"] == FAILED and "worker lost" in record["error"]
 
 
@@ -288,9 +293,11 @@ def test_retry_failed_only_touches_failed_and_cancelled_runs(registry):
     ids = enqueue(registry, 4, max_attempts=1)
     failing, done, running = registry.claim(), registry.claim(), registry.claim()
     registry.fail(failing, "boom")
-    registry.finish(done, 400)
+    record_curve(registry, done)
+    assert registry.finish(done, 400)
     assert registry.cancel([ids[3]]) == 1
-    assert registry.retry_failed([ids[1]]) == 0  # done: untouched
+    with pytest.raises(UsageError, match=f"run {ids[1]} is done"):
+        registry.retry_failed([ids[1]])
     assert registry.retry_failed() == 2
     statuses = dict(zip(run_ids(registry), registry.runs_frame()["status"]))
     assert statuses == {ids[0]: QUEUED, ids[1]: DONE, ids[2]: RUNNING, ids[3]: QUEUED}
