@@ -3,6 +3,9 @@ cannot fit, saying how many workers would."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 
 import rnmtd3.resources as resources
@@ -40,6 +43,15 @@ def test_a_worker_needs_its_largest_run_plus_its_processes(humanoid_db):
     alone = resources.worker_memory(humanoid_db)
     assert alone == humanoid
     assert resources.worker_memory(humanoid_db, eval_helper=True) == alone + resources.PROCESS_OVERHEAD
+
+
+def test_a_run_that_cannot_be_read_does_not_stop_the_plan(tmp_path, humanoid_db):
+    """Its claim fails it with the reason; the plan is made for the runs that can run."""
+    with closing(sqlite3.connect(tmp_path / "plan.db")) as conn, conn:
+        conn.execute("""UPDATE runs SET config = '{"env": "Humanoid-v5", "pattern": "2:4", "seed": 0, "bogus": 1}'
+                        WHERE env = 'Humanoid-v5'""")
+    hopper = resources.run_memory(make_config("Hopper-v5", "2:4", 0, {}), 11, 3)
+    assert resources.worker_memory(humanoid_db) == hopper
 
 
 def test_a_run_holds_its_replay_buffer_twice_and_its_networks():

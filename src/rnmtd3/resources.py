@@ -21,7 +21,7 @@ BYTES_PER_PARAMETER = 72
 moments, the gradients and a checkpoint's copies. Measured 67 at 2:4 and 48 dense (Hopper, hidden 2048x2048)."""
 BYTES_PER_ACTIVATION = 20
 """Memory per sample of a batch and hidden unit, for one TD3 update's forward and backward passes: measured 12 to
-19 (batches of 16k to 262k)."""
+19 (batches of 16k to 262k samples)."""
 
 
 class Memory(NamedTuple):
@@ -87,13 +87,20 @@ def check_runs_fit(configs: Iterable[RunConfig]) -> None:
 
 def worker_memory(registry: Registry, eval_helper: bool = False) -> int:
     """Peak memory one worker may need for the claimable runs: its largest run, plus its evaluation helper's
-    process where it has one."""
+    process where it has one.
+
+    A run whose stored config no longer reads, or whose env cannot be made here, is left out: its claim fails it
+    with that reason, and it must not stop the plan for the others.
+    """
     runs = registry.runs_frame()
     pending = runs[runs["status"].isin(["queued", "running"])]
     largest = PROCESS_OVERHEAD
     for config_json in pending["config"]:
-        config = RunConfig.from_dict(json.loads(config_json))
-        largest = max(largest, run_memory(config, *env_dims(config.env)))
+        try:
+            config = RunConfig.from_dict(json.loads(config_json))
+            largest = max(largest, run_memory(config, *env_dims(config.env)))
+        except (ValueError, TypeError):  # UsageError is a ValueError
+            continue
     return largest + (PROCESS_OVERHEAD if eval_helper else 0)
 
 
