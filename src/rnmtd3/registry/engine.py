@@ -1,29 +1,53 @@
-"""Opening a registry: URL resolution, SQLite pragmas, schema checks and automatic Alembic upgrades.
+"""Opening a registry: URL resolution, SQLite pragmas, schema checks, automatic Alembic upgrades, and the database's
+errors turned into the library's own.
 
 SQLite runs in WAL mode with a busy timeout, and every transaction begins with BEGIN IMMEDIATE, so two writers
-queue on the lock instead of failing mid-transaction with "database is locked" (litequeue's recipe).
+queue on the lock instead of failing mid-transaction with "database is locked" (litequeue's recipe). Those pragmas
+write to the file, so a SQLite file is judged through a read-only connection first: a file that rnm refuses
+(another application's, a newer schema) is never written, not even its journal mode.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+from functools import partial
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote, quote_plus, urlencode
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy import Engine, NullPool, create_engine, event, inspect
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from ..errors import DatabaseError, UsageError
+from ..errors import DatabaseError, TransientDatabaseError, UsageError
 
 DEFAULT_DB = "rnm.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60
+MASK = "***"
+SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|credential", re.IGNORECASE)
+"""A URL query key whose value is a secret (password, sslpassword, PWD, api_key, auth_token...)."""
+SECRET_PAIR = re.compile(r"([\w.-]*(?:pass|pwd|secret|token|key|auth|credential)[\w.-]*\s*=\s*)"
+                         r"""('[^']*'|"[^"]*"|\{[^}]*\}|[^\s;&'",)]*)""", re.IGNORECASE)
+"""A `PWD=...` or `password=...` inside a value (an ODBC connection string, a libpq DSN) or a driver's message."""
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+SQLITE_ERRORS = {  # SQLite's own texts for what a user can act on, and what waiting may cure
+    "attempt to write a readonly database": (DatabaseError, "is read-only; make it writable or give --db a "
+                                             "writable copy"),
+    "unable to open database file": (DatabaseError, "cannot be opened: SQLite needs its folder to exist and be "
+                                     "writable (for the -wal and -shm files); give --db a writable path"),
+    "database or disk is full": (TransientDatabaseError, "is on a full disk; free some space and retry"),
+    "disk I/O error": (TransientDatabaseError, "had a disk I/O error (a full or failing disk?); free some space or "
+                       "check the disk, and retry"),
+    "database is locked": (TransientDatabaseError, f"stayed locked by another process for {BUSY_TIMEOUT_S} s; retry "
+                           "when it is done"),
+}
 
 
 def resolve_url(db: str | os.PathLike | None) -> str:
@@ -39,11 +63,48 @@ def resolve_url(db: str | os.PathLike | None) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password masked: the only form that is ever printed or stored."""
+    """The URL with every secret masked (its password, the values of secret-looking query keys, a `PWD=` inside a
+    value): the only form that is ever printed or stored."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "<unparseable database URL>"
+    pairs = [(key, MASK if SECRET_KEY.search(key) else SECRET_PAIR.sub(rf"\1{MASK}", value))
+             for key in sorted(parsed.query) for value in _values(parsed.query[key])]
+    base = parsed.set(query={}).render_as_string(hide_password=True)
+    return f"{base}?{urlencode(pairs, safe='*')}" if pairs else base
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (an error message, a driver's text, which may echo the connection string) with the secrets of `url`
+    masked wherever they appear, plain or URL-encoded, and any other `user:password@` or `password=...` in it.
+
+    A secret is masked where it stands alone (after a %XX escape counts), not inside a longer word: a password `b`
+    must not garble "bad".
+    """
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = re.sub(rf"(?:(?<=%[0-9A-Fa-f]{{2}})|(?<!\w)){re.escape(secret)}(?!\w)", MASK, text)
+    return SECRET_PAIR.sub(rf"\1{MASK}", URL_PASSWORD.sub(rf"\1{MASK}@", text))
+
+
+def _secrets(url: str) -> set[str]:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return set()  # redact's patterns still mask the password of a URL echoed whole
+    found = {parsed.password or ""}
+    for key, values in parsed.query.items():
+        for value in _values(values):
+            if SECRET_KEY.search(key):
+                found.add(value)
+            found.update(match.group(2).strip("'\"{}") for match in SECRET_PAIR.finditer(value))
+    found.discard("")
+    return found | {quote_plus(s) for s in found} | {quote(s, safe="") for s in found}
+
+
+def _values(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A query key's values: SQLAlchemy gives a string, or a tuple when the key is repeated."""
+    return (value,) if isinstance(value, str) else value
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -67,18 +128,21 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def make_engine(url: str) -> Engine:
+    """The one way rnm makes an engine: SQLite's pragmas, and every database error turned into the library's."""
     try:
         if make_url(url).get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-            return engine
-        return create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise UsageError(f"cannot use database {safe_url(url)}: {exc}") from None
-    except ImportError as exc:
-        raise UsageError(f"cannot use database {safe_url(url)}: its driver is missing ({exc.name}); for "
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise UsageError(f"cannot use database {safe_url(url)}: {redact(str(error), url)}") from None
+    except ImportError as error:
+        raise UsageError(f"cannot use database {safe_url(url)}: its driver is missing ({error.name}); for "
                          "PostgreSQL: pip install 'rnmtd3[postgres]'") from None
+    event.listen(engine, "handle_error", partial(_translate_error, url))
+    return engine
 
 
 def _sqlite_on_connect(dbapi_connection, connection_record) -> None:  # noqa: ARG001 - event signature
@@ -91,42 +155,80 @@ def _sqlite_on_connect(dbapi_connection, connection_record) -> None:  # noqa: AR
     cursor.close()
 
 
+def _translate_error(url: str, context: ExceptionContext) -> None:
+    """Raise the library's own one-line error, naming the fix, for a database error a user can act on.
+
+    Runs for every database error of an engine that rnm made, so no caller sees raw SQL or a driver's text with
+    a secret in it. What waiting may cure (a full disk, a lock held too long, a lost or refused server connection)
+    is a TransientDatabaseError. Other errors of a statement (a constraint, a bad value) stay SQLAlchemy's, for
+    the registry to handle.
+    """
+    if context.is_pre_ping:  # the pool replaces a dead connection by itself
+        return
+    error = context.original_exception
+    error.args = tuple(redact(arg, url) if isinstance(arg, str) else arg for arg in error.args)  # stays the cause
+    text = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+    where = _where(url)
+    if isinstance(error, sqlite3.Error):
+        for known, (kind, fix) in SQLITE_ERRORS.items():
+            if text.startswith(known):
+                raise kind(f"database {where} {fix}")
+        if isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError:  # e.g. a corrupt file
+            raise DatabaseError(f"database {where}: {text}")
+    elif context.is_disconnect:
+        raise TransientDatabaseError(f"lost the connection to database {where} ({text}); retry when it is back")
+    elif context.connection is None:
+        kind = TransientDatabaseError if isinstance(context.sqlalchemy_exception, OperationalError) else DatabaseError
+        raise kind(f"cannot connect to database {where}: {text}")
+    elif isinstance(context.sqlalchemy_exception, OperationalError):
+        raise TransientDatabaseError(f"database {where} failed: {text}; retry later")
+
+
+def _where(url: str) -> str:
+    """How a message names the database: its file, else its URL without secrets."""
+    path = sqlite_path(url)
+    return str(path) if path is not None else safe_url(url)
+
+
 def open_engine(db: str | os.PathLike | None, create: bool = True) -> Engine:
     """An engine on a database at the schema head: created when `create` and new, upgraded when older.
 
     A file that is not SQLite, a database whose tables are not rnm's, or one of a newer schema is refused
-    with a DatabaseError and left untouched.
+    with a DatabaseError and left untouched; so is a SQLite database that rnm could not write.
     """
     url = resolve_url(db)
     path = sqlite_path(url)
     if path is not None:
-        _check_sqlite_file(path, create)
+        _check_sqlite_file(url, path, create)
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-            tables = set(inspect(conn).get_table_names())
-    except DBAPIError as exc:
+        current, head = _check_schema(url, engine, create)
+        if current != head:
+            command.upgrade(alembic_config(engine), "head")
+    except BaseException:
         engine.dispose()
-        raise DatabaseError(f"cannot open database {safe_url(url)}: {str(exc.orig).splitlines()[0]}") from None
-    config = alembic_config(engine)
-    script = ScriptDirectory.from_config(config)
-    if current is None and tables - {"alembic_version"}:
-        engine.dispose()
-        raise DatabaseError(f"{safe_url(url)} is not an rnm database (it has tables {', '.join(sorted(tables))}); "
-                            "give another --db")
-    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
-        engine.dispose()
-        raise DatabaseError(f"{safe_url(url)} has schema {current}, newer than this rnm knows; upgrade rnm")
-    if current != script.get_current_head():
-        if current is None and not create:
-            engine.dispose()
-            raise UsageError(f"no rnm database at {safe_url(url)}; queue runs first or give --db")
-        command.upgrade(config, "head")
+        raise
     return engine
 
 
-def _check_sqlite_file(path: Path, create: bool) -> None:
+def _check_schema(url: str, engine: Engine, create: bool) -> tuple[str | None, str]:
+    """The database's Alembic revision and the head, once the database is known to be rnm's and not newer."""
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        tables = set(inspect(conn).get_table_names())
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    if current is None and tables - {"alembic_version"}:
+        raise DatabaseError(f"{_where(url)} is not an rnm database (it has tables {', '.join(sorted(tables))}); "
+                            "give another --db")
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise DatabaseError(f"{_where(url)} has schema {current}, newer than this rnm knows; upgrade rnm")
+    if current is None and not create:
+        raise UsageError(f"no rnm database at {_where(url)}; queue runs first or give --db")
+    return current, script.get_current_head()
+
+
+def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
+    """Refuse, before any engine with pragmas opens it, a file that is not an rnm database or cannot be written."""
     if not path.exists():
         if not create:
             raise UsageError(f"no rnm database at {path}; queue runs first or give --db")
@@ -137,29 +239,37 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
         return
     if path.is_dir():
         raise UsageError(f"--db {path} is a folder, not a database file")
-    if path.stat().st_size == 0 and not create:  # an empty file is a database still to create: leave it be
-        raise UsageError(f"no rnm database at {path} (the file is empty); queue runs first or give --db")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from None
-    if head and head != SQLITE_MAGIC:
-        raise DatabaseError(f"{path} is not an rnm database (not a SQLite file); give another --db")
-    if head:
-        _check_sqlite_tables(path)
-
-
-def _check_sqlite_tables(path: Path) -> None:
-    """Refuse a foreign SQLite file through a read-only connection, before any pragma can touch its header."""
-    try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    if path.stat().st_size:
         try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            with path.open("rb") as handle:
+                head = handle.read(len(SQLITE_MAGIC))
+        except OSError as error:
+            raise DatabaseError(f"cannot read database {path}: {error.strerror}") from None
+        if head != SQLITE_MAGIC:
+            raise DatabaseError(f"{path} is not an rnm database (not a SQLite file); give another --db")
+        reader = _read_only_engine(url, path)
+        try:
+            _check_schema(url, reader, create)
         finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise DatabaseError(f"cannot read database {path}: {exc}") from None
-    if tables and "alembic_version" not in tables:
-        raise DatabaseError(f"{path} is not an rnm database (it has tables {', '.join(sorted(tables))}); "
-                            "give another --db")
+            reader.dispose()
+    elif not create:  # an empty file is a database still to create: leave it be
+        raise UsageError(f"no rnm database at {path} (the file is empty); queue runs first or give --db")
+    if not os.access(path, os.W_OK):
+        raise DatabaseError(f"database {path} is read-only; make it writable or give --db a writable copy")
+    if not os.access(path.parent, os.W_OK):
+        raise DatabaseError(f"database {path} is in a read-only folder, where SQLite cannot create its -wal and -shm "
+                            "files; make the folder writable or give --db a copy in a writable folder")
+
+
+def _read_only_engine(url: str, path: Path) -> Engine:
+    """An engine that reads `path` and writes nothing, beside it either.
+
+    `mode=ro` alone still creates -wal and -shm files beside a database in WAL mode, so the file is also opened
+    `immutable`, unless a -wal file is there already: another connection may then hold committed pages in it that
+    only a normal read sees (and that connection has made the -shm file too).
+    """
+    uri = f"{path.as_uri()}?mode=ro" + ("" if Path(f"{path}-wal").exists() else "&immutable=1")
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S),
+                           poolclass=NullPool)
+    event.listen(engine, "handle_error", partial(_translate_error, url))
+    return engine
