@@ -1,11 +1,15 @@
-"""Pattern: parsing N:M text, the rule 1 <= N < M, sparsity values and text forms."""
+"""Pattern: parsing N:M text, the rule 1 <= N < M, sparsity values, text forms, and the kept weights and measured
+density."""
+
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rnmtd3.errors import UsageError
-from rnmtd3.patterns import Pattern
+from rnmtd3.patterns import Pattern, network_density
 
 
 @pytest.mark.parametrize(
@@ -70,3 +74,66 @@ def test_parse_accepts_exactly_1_le_n_lt_m(n, m):
 def test_patterns_are_hashable_values():
     assert Pattern.parse("2:4") == Pattern(2, 4)
     assert len({Pattern.parse("2:4"), Pattern(2, 4), Pattern.dense()}) == 2
+
+
+# -- what a layer and a network really keep ----------------------------------------------------------
+def brute_kept(n: int, m: int, out_features: int, in_features: int) -> int:
+    """Each row cut into groups of m (the last may be shorter); a group of r weights keeps min(n, r)."""
+    return out_features * sum(min(n, min(m, in_features - start)) for start in range(0, in_features, m))
+
+
+@pytest.mark.parametrize(
+    "text, out_features, in_features, kept",
+    [("1:8", 256, 11, 512),  # Hopper's actor input: 1 of the first 8, 1 of the last 3: 18%, not 12.5%
+     ("2:4", 256, 14, 2048), ("1:4", 1, 105, 27), ("1:8", 1, 113, 15), ("2:4", 3, 348, 522), ("4:8", 1, 13, 8), ("4:8", 1, 11, 7),
+     ("2:4", 256, 256, 32768), ("dense", 256, 11, 2816)],
+)
+def test_kept_of_real_shapes(text, out_features, in_features, kept):
+    assert Pattern.parse(text).kept(out_features, in_features) == kept
+
+
+@given(st.integers(1, 16), st.integers(1, 16), st.integers(1, 64), st.integers(1, 400))
+def test_kept_counts_min_n_r_per_group(n, extra, out_features, in_features):
+    m = n + extra
+    kept = Pattern(n, m).kept(out_features, in_features)
+    assert kept == brute_kept(n, m, out_features, in_features)
+    assert out_features * in_features * n / m <= kept <= out_features * in_features
+    assert (kept == out_features * in_features * n / m) == (in_features % m == 0)
+
+
+def test_network_density_of_hopper_by_hand():
+    """Actor 11 -> 256 -> 256 -> 3 and critic 14 -> 256 -> 256 -> 1 at 1:8."""
+    weights = 256 * 11 + 256 * 256 + 3 * 256 + 256 * 14 + 256 * 256 + 1 * 256
+    sparse = 256 * 2 + 256 * 32 + 3 * 32 + 256 * 2 + 256 * 32 + 1 * 32
+    io_dense = 256 * 11 + 256 * 32 + 3 * 256 + 256 * 14 + 256 * 32 + 1 * 256
+    assert network_density(Pattern(1, 8), 11, 3, (256, 256), True) == sparse / weights  # 12.66%
+    assert network_density(Pattern(1, 8), 11, 3, (256, 256), False) == io_dense / weights  # 17.19%
+    assert network_density(Pattern.dense(), 11, 3, (256, 256), True) == 1.0
+
+
+@given(st.sampled_from([(11, 3), (17, 6), (105, 8), (348, 17), (3, 1)]),
+       st.sampled_from(["2:4", "1:4", "1:8", "4:8"]), st.lists(st.integers(1, 300), min_size=1, max_size=3),
+       st.booleans())
+def test_network_density_sums_the_kept_weights_of_actor_and_critic(dims, text, hidden, sparse_io):
+    obs_dim, act_dim = dims
+    pattern = Pattern.parse(text)
+    kept = total = 0
+    for sizes in ([obs_dim, *hidden, act_dim], [obs_dim + act_dim, *hidden, 1]):
+        for i in range(len(sizes) - 1):
+            out_features, in_features = sizes[i + 1], sizes[i]
+            io_layer = i in (0, len(sizes) - 2)
+            kept += out_features * in_features if io_layer and not sparse_io else brute_kept(
+                pattern.n, pattern.m, out_features, in_features)
+            total += out_features * in_features
+    density = network_density(pattern, obs_dim, act_dim, tuple(hidden), sparse_io)
+    assert density == pytest.approx(kept / total, rel=1e-12)
+    assert 1 - pattern.sparsity <= density <= 1
+
+
+def test_patterns_stay_torch_free():
+    """`rnm status` shows the measured density and must start without importing torch."""
+    code = ("import sys; from rnmtd3.patterns import Pattern, network_density; "
+            "print(network_density(Pattern(2, 4), 11, 3, (256, 256), True)); assert 'torch' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) > 0.5

@@ -163,6 +163,16 @@ def test_trailing_group_counts_only_real_weights():
     assert not satisfies_nm(weight, 2, 4)
 
 
+
+@pytest.mark.parametrize("in_features", REAL_WIDTHS)
+@pytest.mark.parametrize("nm", PATTERNS)
+def test_pattern_kept_is_what_nm_mask_keeps(nm, in_features):
+    n, m = nm
+    for weight in (random_weight(in_features, 17, in_features), torch.zeros(17, in_features)):
+        assert int(nm_mask(weight, n, m).sum()) == Pattern(n, m).kept(17, in_features)
+    assert Pattern.dense().kept(17, in_features) == 17 * in_features
+
+
 # -- SparseParams ------------------------------------------------------------------------------------
 def mlp(in_features=14, hidden=32, out_features=3, seed=0) -> nn.Sequential:
     torch.manual_seed(seed)

@@ -10,7 +10,7 @@ from torch import nn
 from rnmtd3.config import RunConfig
 from rnmtd3.evaluator import greedy_policy
 from rnmtd3.networks import Actor, Critic
-from rnmtd3.patterns import Pattern
+from rnmtd3.patterns import Pattern, network_density
 from rnmtd3.replay import Batch
 from rnmtd3.sparsity import satisfies_nm
 from rnmtd3.td3 import NETWORKS, TD3Agent
@@ -138,6 +138,18 @@ def test_exact_number_of_nonzeros(dims, pattern):
             assert int((layer.weight != 0).sum()) == out_features * per_row, name
     first = linears(agent.critic1)[0]
     assert first.in_features == sum(dims)
+
+
+
+@pytest.mark.parametrize("sparse_io", [True, False])
+@pytest.mark.parametrize("pattern", ["dense", "2:4", "1:4", "1:8"])
+@pytest.mark.parametrize("dims", [HOPPER, ANT, (348, 17)], ids=["hopper", "ant", "humanoid"])
+def test_network_density_is_the_agents_kept_fraction(dims, pattern, sparse_io):
+    hidden = (64, 48)
+    agent = make_agent(pattern, dims, sparse_io=sparse_io, hidden=hidden)
+    weights = [layer.weight for name in ("actor", "critic1") for layer in linears(getattr(agent, name))]
+    kept = sum(int((weight != 0).sum()) for weight in weights) / sum(weight.numel() for weight in weights)
+    assert network_density(agent.config.pattern, *dims, hidden, sparse_io) == pytest.approx(kept, rel=1e-12)
 
 
 # -- gradient rules -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from .errors import UsageError
 
@@ -46,6 +47,16 @@ class Pattern:
         """Fraction of weights pruned: 1 - N/M, and 0 for dense."""
         return 0.0 if self.is_dense else 1.0 - self.n / self.m
 
+    def kept(self, out_features: int, in_features: int) -> int:
+        """Weights a layer of this shape keeps: N per full group of M, min(N, r) in a trailing group of r < M.
+
+        The trailing group is why a narrow layer is denser than N/M (Hopper's 11 inputs keep 2 of 11 at 1:8).
+        """
+        if self.is_dense:
+            return out_features * in_features
+        full, rest = divmod(in_features, self.m)
+        return out_features * (full * self.n + min(self.n, rest))
+
     def __str__(self) -> str:
         return "dense" if self.is_dense else f"{self.n}:{self.m}"
 
@@ -58,3 +69,20 @@ class Pattern:
     def label(self) -> str:
         """Header text for tables and legends, e.g. '2:4 (50%)'."""
         return "dense" if self.is_dense else f"{self} ({self.sparsity:.1%})".replace(".0%", "%")
+
+
+def network_density(pattern: Pattern, obs_dim: int, act_dim: int, hidden: Sequence[int], sparse_io: bool) -> float:
+    """The density a TD3 agent really has, shown beside the nominal N/M: a width that is not a multiple of M
+    keeps more (Hopper's 11 inputs keep 18% at 1:8), and so do the dense first and last layers of sparse_io=false.
+
+    Kept weights / all weights over the weight matrices (not the biases) of the actor (obs -> hidden -> act) and
+    one critic (obs + act -> hidden -> 1); the other critic and the targets have the same shapes and masks.
+    """
+    kept = total = 0
+    for sizes in ([obs_dim, *hidden, act_dim], [obs_dim + act_dim, *hidden, 1]):
+        last = len(sizes) - 2
+        for i, (in_features, out_features) in enumerate(zip(sizes, sizes[1:])):
+            layer_pattern = pattern if sparse_io or 0 < i < last else Pattern.dense()
+            kept += layer_pattern.kept(out_features, in_features)
+            total += out_features * in_features
+    return kept / total
