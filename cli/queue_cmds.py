@@ -11,13 +11,13 @@ import typer
 from rich import box
 from rich.table import Table
 
-from rnmtd3.config import parse_value
+from rnmtd3.config import DB_INT_MAX, parse_value
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import EnqueueResult, database_exists, open_registry
 from rnmtd3.patterns import Pattern
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, runs_export, summarize
-from rnmtd3.sweep import DB_INT_MAX, expand, split_list
+from rnmtd3.sweep import expand, split_list
 
 from .common import DbOption, err, fmt_duration, out
 

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rnmtd3.config import key_defaults
+from rnmtd3.config import key_defaults, parse_value
+from rnmtd3.resources import check_runs_fit
 from rnmtd3.sweep import make_config, single_values
 
 console = Console(stderr=True)
@@ -25,14 +26,16 @@ def train(
     env: str = typer.Option(..., help="env name (Hopper -> Hopper-v5) or full Gymnasium id"),
     pattern: str = typer.Option("2:4", help="N:M pattern such as 2:4, 1:8, or dense"),
     seed: int = typer.Option(0, help="random seed"),
-    steps: Optional[int] = typer.Option(None, help="environment steps (default 1e6)"),
+    steps: Optional[str] = typer.Option(None, help="environment steps, such as 1e5 (default 1e6)"),
     set_: list[str] = typer.Option([], "--set", help="config key=value, repeatable (`rnm keys` lists them)"),
     out: Path = typer.Option(..., help="folder for checkpoint.pt and evals.csv; an existing run there resumes"),
     threads: int = typer.Option(1, help="torch threads"),
 ) -> None:
     """Train one RNM-TD3 agent in the foreground, writing OUT/checkpoint.pt and OUT/evals.csv as it goes."""
     from rnmtd3.runs import train_foreground  # torch loads here only: the other commands start without it
-    config = make_config(env, pattern, seed, single_values(set_, steps=steps))
+    config = make_config(env, pattern, seed,
+                         single_values(set_, steps=None if steps is None else parse_value("steps", steps)))
+    check_runs_fit([config])
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),
                TimeRemainingColumn())

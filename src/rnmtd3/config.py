@@ -17,6 +17,8 @@ from .errors import UsageError
 from .patterns import Pattern
 
 GRAD_MODES = ("masked", "ste", "srste")
+DB_INT_MAX = 2**31 - 1
+"""The largest integer the registry's Integer columns (seed, steps_total, ...) hold: 32-bit on PostgreSQL."""
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -53,12 +55,11 @@ class RunConfig:
     device: str = _key("cpu", "torch device: cpu, cuda, cuda:1, ...")
 
     def __post_init__(self) -> None:
-        int_max = 2**31 - 1  # the registry's Integer columns (seed, steps_total, ...) are 32-bit on PostgreSQL
         for name in _FIELDS:
             value = getattr(self, name)
             for number in value if isinstance(value, tuple) else (value,):
-                if isinstance(number, int) and not isinstance(number, bool) and number > int_max:
-                    raise UsageError(f"bad value {name}={value}: at most {int_max} (a 32-bit integer)")
+                if isinstance(number, int) and not isinstance(number, bool) and number > DB_INT_MAX:
+                    raise UsageError(f"bad value {name}={value}: at most {DB_INT_MAX} (a 32-bit integer)")
                 if isinstance(number, float) and not math.isfinite(number):
                     raise UsageError(f"bad value {name}={value}: must be a finite number")
         positive = ("steps", "batch_size", "buffer_size", "policy_delay", "eval_interval", "eval_episodes",

@@ -13,8 +13,6 @@ from .patterns import Pattern
 
 MAX_RUNS = 100_000
 """Most runs one `rnm queue` may expand to: far beyond a paper's sweep, and quick to expand (4 s and 70 MB)."""
-DB_INT_MAX = 2**31 - 1
-"""Largest value of the registry's Integer columns (seed, steps_total, max_attempts, ...): 32-bit on PostgreSQL."""
 
 
 def split_list(text: str) -> list[str]:
