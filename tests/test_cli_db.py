@@ -46,6 +46,8 @@ def template(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def can_mount(tmp_path_factory) -> None:
     """Skip where this user may not mount in a namespace of its own (no root, no unprivileged user namespaces)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) here, and the case needs a mount of its own")
     probe = subprocess.run([*UNSHARE, "mount", "-t", "tmpfs", "tmpfs", str(tmp_path_factory.mktemp("probe"))],
                            capture_output=True, text=True)
     if probe.returncode != 0:
