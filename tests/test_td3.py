@@ -323,6 +323,41 @@ def test_dense_pattern_has_no_masks_and_nonzero_weights():
 
 
 # -- TD3 mechanics --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pattern", ["dense", "2:4"])
+def test_critic_target_is_clipped_double_q_with_clipped_smoothing(pattern):
+    """y = r + gamma * (1 - terminated) * min(Q1'(s', a'), Q2'(s', a')), a' = clip(pi'(s') + clip(0.2 * noise, -0.5,
+    0.5) * max_action, low, high); the first update's critic loss is mse(Q1, y) + mse(Q2, y) at the weights
+    before it. Actions in [-2, 2] so that `times max_action` counts; noise large enough that the clip does."""
+    config = RunConfig(env="Hopper-v5", pattern=Pattern.parse(pattern), seed=3, hidden=(32, 32), batch_size=64,
+                       gamma=0.9, mask_interval=0)
+    agent = TD3Agent(config, 11, 3, -2 * torch.ones(3), 2 * torch.ones(3))
+    batch, _ = next(batches(agent, 1))
+    noise = 4 * torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    smoothing = (0.2 * noise).clamp(-0.5, 0.5) * 2
+    assert (smoothing.abs() == 1).float().mean() > 0.3  # many noises clipped
+
+    def next_q(smoothing, pick=torch.min):
+        with torch.no_grad():
+            next_actions = (agent.actor_target(batch.next_obs) + smoothing).clamp(-2, 2)
+            return pick(agent.critic1_target(batch.next_obs, next_actions),
+                        agent.critic2_target(batch.next_obs, next_actions))
+
+    with torch.no_grad():
+        q1, q2 = agent.critic1(batch.obs, batch.actions), agent.critic2(batch.obs, batch.actions)
+
+    def loss(next_q, terminated=batch.terminated):
+        target = batch.rewards + 0.9 * (1 - terminated) * next_q
+        return float(((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean())
+
+    alternatives = {"max": loss(next_q(smoothing, torch.max)), "unclipped noise": loss(next_q(0.2 * noise * 2)),
+                    "no terminal mask": loss(next_q(smoothing), 0 * batch.terminated)}
+    expected = loss(next_q(smoothing))
+    critic_loss = agent.update(batch, noise)["critic_loss"]
+    assert critic_loss == pytest.approx(expected, rel=1e-6)
+    for name, other in alternatives.items():  # the test tells these apart
+        assert abs(other - critic_loss) > 1e-3 * critic_loss, name
+
+
 def test_policy_delay_and_polyak_targets():
     agent = make_agent("2:4", grad_mode="ste", tau=0.05)
     stream = batches(agent, 2)
