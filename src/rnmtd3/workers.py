@@ -12,13 +12,14 @@ import os
 import queue as queue_mod
 import signal
 import socket
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import DatabaseError, IncompleteCurve, TransientDatabaseError, UsageError
+from .errors import DatabaseError, IncompleteCurve, RnmError, TransientDatabaseError, UsageError
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
 from .resources import spare_cores
@@ -185,11 +186,11 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
                                     f"next retry in {backoff:.0f} s"))
                 stop.wait(min(backoff, MAX_IDLE_WAIT_S) if backoff else POLL_S)
                 continue
-            registry.record_attempt(claim, collect(torch.get_num_threads()))
             run_dir = run_folder(claim, Path(artifacts), database_id)
             sink = RegistrySink(registry, claim, report, worker, stop, lease_s)
             sink.announce("claimed", 0)
             try:
+                registry.record_attempt(claim, collect(torch.get_num_threads()))
                 result = train(claim.config, run_dir, sink, background_eval=background_eval,
                                owner=owner_of(claim.config, database_id, claim.run_id))
                 if result.finished:
@@ -249,7 +250,10 @@ def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease
         updates.put(WorkerUpdate(worker, "exited"))
     except KeyboardInterrupt:  # aborted between runs: a run claimed in that instant is reaped as a dead pid's
         updates.put(WorkerUpdate(worker, "exited", message="aborted"))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which shows it
+    except RnmError as exc:  # the database or folder cannot be used: one line, as the CLI gives it
+        updates.put(WorkerUpdate(worker, "exited", message=one_line(exc)))
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a surprise: reported to the parent, with its traceback on stderr
         updates.put(WorkerUpdate(worker, "exited", message=f"{exc.__class__.__name__}: {exc}"))
         raise
 
