@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -71,19 +72,19 @@ def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> N
 
 
 def status(db: Optional[str] = DbOption) -> None:
-    """Counts by status for each env and pattern, progress, speed and ETA, failed runs with their last error line,
-    and runs with notes (why one restarted, for instance)."""
+    """Counts by status for each env and pattern with the measured density of its networks, progress, speed and
+    ETA, failed runs with their last error line, and runs with notes (why one restarted, for instance)."""
     registry = open_registry(db, create=False)
     summary = summarize(registry.runs_frame())
     if summary.counts.empty:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
         return
-    counts = ["queued", "running", "done", "failed", "cancel", "progress"]
-    table = _compact_table(f"runs in {registry.url}", ["env", "pattern", *counts], wrap="env", numeric=counts)
+    numbers = ["density", "queued", "running", "done", "failed", "cancel", "progress"]
+    table = _compact_table(f"runs in {registry.url}", ["env", "pattern", *numbers], wrap="env", numeric=numbers)
     for row in summary.counts.itertuples(index=False):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
-        table.add_row(row.env, row.pattern, str(row.queued), str(row.running), str(row.done), str(row.failed),
-                      str(row.cancelled), f"{progress:.0%}")
+        table.add_row(row.env, row.pattern, _density_text(row.density_min, row.density_max), str(row.queued),
+                      str(row.running), str(row.done), str(row.failed), str(row.cancelled), f"{progress:.0%}")
     out.print(table)
     overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0
     out.print(f"progress {summary.done_steps:,}/{summary.total_steps:,} steps ({overall:.1%}); "
@@ -101,6 +102,14 @@ def status(db: Optional[str] = DbOption) -> None:
         for row in summary.notes.itertuples(index=False):
             notes.add_row(str(row.run_id), row.env, row.pattern, str(row.seed), row.note)
         out.print(notes)
+
+
+def _density_text(low: float, high: float) -> str:
+    """'12.7%' (the measured density of the runs), '12.7-18.2%' where their settings differ, '-' if unknown."""
+    if math.isnan(low):
+        return "-"
+    shown = [f"{value:.1%}".replace(".0%", "%") for value in (low, high)]
+    return shown[0] if shown[0] == shown[1] else f"{shown[0].rstrip('%')}-{shown[1]}"
 
 
 def _compact_table(title: str, columns: list[str], wrap: str, numeric: Sequence[str] = ()) -> Table:

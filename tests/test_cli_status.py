@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+from helpers_registry import cli_env
 from typer.testing import CliRunner
 
 from rnm_cli.main import app
@@ -52,8 +55,8 @@ def test_status_fits_80_columns_and_no_header_is_cut(tmp_path: Path):
     text = status(tmp_path / "rnm.db")
     assert max(len(line) for line in text.splitlines()) <= 80, text
     assert "…" not in text, text
-    assert header_words(text, "env") == ["env", "pattern", "queued", "running", "done", "failed", "cancel",
-                                         "progress"]
+    assert header_words(text, "env") == ["env", "pattern", "density", "queued", "running", "done", "failed",
+                                         "cancel", "progress"]
     assert header_words(text, "run")[:5] == ["run", "env", "pattern", "seed", "attempts"]
     assert "RuntimeError:" in text  # the last error line, folded but whole
 
@@ -69,9 +72,27 @@ def test_status_shows_the_speed_of_running_runs_and_the_last_note_of_each_run(tm
     assert row.split()[:4] == ["4", "Hopper-v5", "2:4", "1"]
 
 
+def test_status_shows_the_measured_density_without_importing_torch(tmp_path: Path):
+    """Hopper-v5 at 16x16: 1:8 keeps 136 of 976 weights (13.9%), 2:4 keeps 512 (52.5%); a sweep over hidden shows
+    the range of its runs. Building the env for its sizes must not pull in torch (status starts in about a second)."""
+    registry = open_registry(tmp_path / "rnm.db", create=True)
+    registry.enqueue([make_config("Hopper", pattern, 0, {"steps": 1000, "hidden": hidden})
+                      for pattern in ("dense", "1:8", "2:4") for hidden in ((16, 16), (256, 256))])
+    registry.close()
+    probe = ("import sys; from typer.testing import CliRunner; from rnm_cli.main import app; "
+             f"result = CliRunner().invoke(app, ['status', '--db', {str(tmp_path / 'rnm.db')!r}]); "
+             "print(result.stdout); print('torch imported:', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env() | {
+        "COLUMNS": "80"}, timeout=120)
+    assert "torch imported: False" in done.stdout, done.stdout + done.stderr
+    rows = {tuple(line.split()[:2]): line.split()[2] for line in done.stdout.splitlines() if line.startswith("Hopper")}
+    assert rows == {("Hopper-v5", "dense"): "100%", ("Hopper-v5", "2:4"): "50.3-52.5%",
+                    ("Hopper-v5", "1:8"): "12.7-13.9%"}
+
+
 def test_status_has_no_notes_table_when_no_run_has_notes(tmp_path: Path):
     registry = open_registry(tmp_path / "rnm.db", create=True)
     registry.enqueue([make_config("Hopper", "2:4", 0, {"steps": 1000})])
     registry.close()
     text = status(tmp_path / "rnm.db")
-    assert "notes" not in text and "failed runs" not in text and "0 running at 0 steps/s" in text
+    assert "notes (the last line" not in text and "failed runs" not in text and "0 running at 0 steps/s" in text

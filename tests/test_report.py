@@ -4,6 +4,7 @@ on disk, and the usage errors. Frames are built here in the registry's data cont
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import shutil
@@ -17,7 +18,9 @@ import pytest
 import scipy.stats
 from matplotlib.image import imread
 
+from rnmtd3.config import RunConfig
 from rnmtd3.errors import UsageError
+from rnmtd3.patterns import Pattern
 from rnmtd3.report import LATEX_PREAMBLE, build_report, render, write_plots
 
 LAST_K = 5
@@ -44,7 +47,8 @@ def make_frames(envs: dict[str, float] = BASE, factors: dict[str, float] = FACTO
                 runs.append(dict(run_id=run_id, env=env, pattern=pattern, seed=seed,
                                  status=(status or {}).get((env, pattern, seed), "done"), attempts=1,
                                  steps_done=n_evals * 5000, steps_total=n_evals * 5000, checkpoint=None,
-                                 config_hash=f"hash{run_id}"))
+                                 config_hash=f"hash{run_id}",
+                                 config=RunConfig(env=env, pattern=Pattern.parse(pattern), seed=seed).to_json()))
                 for i in range(n_evals):
                     key = dict(run_id=run_id, env=env, pattern=pattern, seed=seed, step=i * 5000)
                     evals.append(key | dict(return_mean=base * factor * (i + 1) / n_evals + rng.normal(0, 100),
@@ -196,6 +200,47 @@ def test_only_unfinished_runs_is_a_usage_error_naming_include_partial():
         build_report(runs, evals, stats)
 
 
+# ---- measured density ---------------------------------------------------------------------------------------------
+
+# Hopper-v5 (11 inputs, 3 actions) at 256x256 with sparse_io: the actor's rows of 11 and the critic's of 14 end in a
+# short group. 2:4 keeps 6 of 11 and 8 of 14, 1:8 keeps 2 of 11 and 2 of 14; the 256-wide layers keep exactly N/M.
+# Kept over all weights of the actor (11x256, 256x256, 256x3) and one critic (14x256, 256x256, 256x1):
+HOPPER_DENSITY = {"dense": "100%", "2:4": "50.3%", "1:8": "12.7%"}  # 69632 and 17536 of 138496
+
+
+def test_the_measured_density_of_each_cell_in_every_format():
+    runs, evals, stats = make_frames(envs={"Hopper-v5": 3000.0}, factors={p: 1.0 for p in HOPPER_DENSITY}, seeds=2)
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    markdown = render(report, "markdown")
+    table = markdown[markdown.index("**Measured density**"):]
+    header, _, row = table.splitlines()[2:5]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["env", "dense", "2:4 (50%)", "1:8 (87.5%)"]
+    assert [c.strip() for c in row.strip("|").split("|")] == ["Hopper-v5", *HOPPER_DENSITY.values()]
+    assert r"\label{tab:rnm-density}" in render(report, "latex") and "12.7\\%" in render(report, "latex")
+    csv = read_csv(render(report, "csv")).set_index(["env", "pattern"])
+    assert csv.loc[("Hopper-v5", "1:8"), "density"] == pytest.approx(17536 / 138496)
+    assert csv.loc[("Hopper-v5", "1:8"), "sparsity"] == 0.875 and math.isnan(csv.loc[("all", "1:8"), "density"])
+
+
+def test_a_run_whose_density_cannot_be_judged_shows_a_dash_and_a_note_and_stays_apart():
+    """An env this machine cannot build (another rnm's custom env) and runs with a config key from a newer rnm: the
+    report still computes, every run in its own cell, with a dash for the density."""
+    runs, evals, stats = make_frames(envs={"Hopper-v5": 3000.0, "My_Env-v1": 1000.0}, seeds=2)
+    newer = (runs["env"] == "Hopper-v5") & (runs["pattern"] == "2:4")
+    runs.loc[newer, "config"] = [json.dumps(json.loads(c) | {"a_key_from_a_newer_rnm": 1})
+                                 for c in runs.loc[newer, "config"]]
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    assert "Measured density is unknown (a dash) where this machine cannot build the env or read the run's config." \
+        in report.notes
+    density = report.cells.set_index(["env", "pattern"])["density"]
+    assert list(density.isna().items()) == [(("Hopper-v5", "dense"), False), (("Hopper-v5", "2:4"), True),
+                                            (("Hopper-v5", "1:4"), False), (("Hopper-v5", "1:8"), False),
+                                            *((("My_Env-v1", p), True) for p in FACTOR)]
+    assert report.cells.groupby("env")["n_seeds"].sum().to_dict() == {"Hopper-v5": 8, "My_Env-v1": 8}
+    row = next(line for line in render(report, "markdown").splitlines()[::-1] if line.startswith("| My_Env-v1"))
+    assert [c.strip() for c in row.strip("|").split("|")][1:] == ["-"] * 4
+
+
 # ---- provenance -----------------------------------------------------------------------------------------------
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -259,7 +304,7 @@ def test_latex_escapes_and_states_its_preamble():
     latex = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "latex")
     assert latex.startswith(f"% rnm report; needs the preamble: {LATEX_PREAMBLE}")
     assert r"My\_Env-v1" in latex and r"2:4 (50\%)" in latex and "My_Env" not in latex
-    assert latex.count(r"\caption{") == 2 and r"\label{tab:rnm-returns}" in latex and r"\toprule" in latex
+    assert latex.count(r"\caption{") == 3 and r"\label{tab:rnm-returns}" in latex and r"\toprule" in latex
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed "

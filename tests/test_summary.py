@@ -4,15 +4,18 @@ each run's latest attempt. The attempts frame is built here in the registry's da
 from __future__ import annotations
 
 import io
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from rnm_cli.main import app
 from rnmtd3.provenance import KEYS
 from rnmtd3.registry import open_registry
-from rnmtd3.summary import runs_export, summarize
+from rnmtd3.summary import run_densities, runs_export, summarize
 from rnmtd3.sweep import make_config
 
 
@@ -37,6 +40,40 @@ def registry_runs(db: Path) -> pd.DataFrame:
         return registry.runs_frame()
     finally:
         registry.close()
+
+
+def expected_density(n: int, m: int, obs: int, act: int, hidden: tuple[int, ...], sparse_io: bool) -> float:
+    """MISSION.md's rule, written out: each row of a sparse layer is cut into groups of M inputs, a group keeps N
+    and a trailing group of r < M keeps min(N, r); the actor (obs -> hidden -> act) and one critic (obs + act ->
+    hidden -> 1), whose first and last layers are sparse only with sparse_io."""
+    kept = total = 0
+    for widths in ([obs, *hidden, act], [obs + act, *hidden, 1]):
+        layers = list(zip(widths[:-1], widths[1:]))
+        for i, (inputs, outputs) in enumerate(layers):
+            sparse = sparse_io or 0 < i < len(layers) - 1
+            per_row = (inputs // m) * n + min(n, inputs % m) if sparse else inputs
+            kept += outputs * per_row
+            total += outputs * inputs
+    return kept / total
+
+
+def test_run_densities_are_measured_on_each_runs_env_and_networks():
+    """Hopper-v5 has 11 observations and 3 actions, Ant-v5 105 and 8."""
+    cases = [("Hopper", "1:8", {"hidden": [16, 16]}, (1, 8, 11, 3, (16, 16), True)),
+             ("Hopper", "2:4", {"hidden": [16, 16], "sparse_io": False}, (2, 4, 11, 3, (16, 16), False)),
+             ("Ant", "1:8", {}, (1, 8, 105, 8, (256, 256), True))]
+    runs = pd.DataFrame({"config": [make_config(env, pattern, 0, changes).to_json()
+                                    for env, pattern, changes, _ in cases]})
+    expected = [expected_density(*args) for *_, args in cases]
+    assert list(run_densities(runs)) == pytest.approx(expected, rel=1e-12)
+    assert expected[0] == pytest.approx(136 / 976) and expected[0] > 1 / 8  # 1:8 keeps 13.9% of these networks
+
+
+def test_a_run_that_cannot_be_judged_has_no_density():
+    hopper = json.loads(make_config("Hopper", "2:4", 0, {}).to_json())
+    configs = [hopper | {"env": "NoSuchEnv-v0"}, hopper | {"a_key_from_a_newer_rnm": 1}, hopper]
+    densities = run_densities(pd.DataFrame({"config": [json.dumps(c) for c in configs]}))
+    assert math.isnan(densities[0]) and math.isnan(densities[1]) and densities[2] > 0.5
 
 
 def test_summary_counts_the_speed_of_running_runs_only_and_keeps_each_runs_last_note(tmp_path: Path):

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import config_keys
-from .patterns import Pattern
+from .config import RunConfig, config_keys
+from .envs import env_dims
+from .errors import RnmError
+from .patterns import Pattern, network_density
 from .provenance import KEYS as PROVENANCE_KEYS
 from .registry import STATUSES
 
 
 @dataclass(frozen=True)
 class StatusSummary:
-    counts: pd.DataFrame  # one row per (env, pattern): a column per status, steps_done, steps_total
+    counts: pd.DataFrame  # one row per (env, pattern): a column per status, steps_done, steps_total, and the
+    # lowest and highest measured density of its runs (density_min, density_max; NaN where none can be judged)
     total_steps: int
     done_steps: int
     running: int  # runs running now
@@ -27,14 +31,17 @@ class StatusSummary:
 
 def summarize(runs: pd.DataFrame) -> StatusSummary:
     if runs.empty:
-        empty = pd.DataFrame(columns=["env", "pattern", *STATUSES, "steps_done", "steps_total"])
+        empty = pd.DataFrame(columns=["env", "pattern", *STATUSES, "steps_done", "steps_total", "density_min",
+                                      "density_max"])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]))
     counts = runs.pivot_table(index=["env", "pattern"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
     steps = runs.groupby(["env", "pattern"])[["steps_done", "steps_total"]].sum()
-    counts = counts.join(steps).reset_index()
+    density = runs.assign(density=run_densities(runs)).groupby(["env", "pattern"])["density"]
+    counts = counts.join(steps).join(density.min().rename("density_min")).join(density.max().rename("density_max"))
+    counts = counts.reset_index()
     counts = counts.sort_values(["env", "pattern"], key=lambda col: col.map(Pattern.sort_key) if col.name == "pattern"
                                 else col).reset_index(drop=True)
     counts.columns.name = None
@@ -51,6 +58,23 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
     notes = notes[notes["note"] != ""]
     return StatusSummary(counts, total, done, int(running.sum()), speed, eta, failed.reset_index(drop=True),
                          notes.reset_index(drop=True))
+
+
+def run_densities(runs: pd.DataFrame) -> pd.Series:
+    """The measured density of each run's networks (kept weights over all weights of the actor and one critic),
+    indexed like `runs`. It is not N/M: a row whose length is not a multiple of M ends in a shorter group that
+    keeps up to N (Hopper's 11 inputs keep 2 of 11 at 1:8). NaN for a run this machine cannot judge: its env
+    cannot be built here, or its config comes from another rnm version."""
+    return pd.Series([_config_density(text) for text in runs["config"]], index=runs.index, dtype=float)
+
+
+def _config_density(config_json: str) -> float:
+    try:
+        config = RunConfig.from_dict(json.loads(config_json))
+        obs_dim, act_dim = env_dims(config.env)
+    except (RnmError, ValueError, TypeError):  # TypeError: a key whose type this version does not read
+        return math.nan
+    return network_density(config.pattern, obs_dim, act_dim, config.hidden, config.sparse_io)
 
 
 def last_line(text: str) -> str:

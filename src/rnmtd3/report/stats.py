@@ -30,6 +30,7 @@ from ..envs import resolve_env_id
 from ..errors import UsageError
 from ..patterns import Pattern
 from ..provenance import VERSION_KEYS
+from ..summary import run_densities
 
 DONE = "done"
 SAD_PREFIX = "sad_"
@@ -40,9 +41,9 @@ DEFAULT_REPS = 10_000
 class Report:
     """Everything the tables and plots need, computed once; renderers read it and compute nothing.
 
-    scores: one row per included run (run_id, env, pattern, seed, status, n_evals, final, normalized).
+    scores: one row per included run (run_id, env, pattern, seed, status, n_evals, final, normalized, density).
     cells: one row per env x pattern (env, pattern, sparsity, label, n_seeds, n_partial, fewer_seeds, mean, std,
-        normalized, best).
+        normalized, best, density: the measured density of its runs' networks, NaN where it cannot be judged).
     aggregate: one row per pattern (pattern, sparsity, label, n_runs, n_partial, n_envs, iqm, ci_low, ci_high).
     curves: the evaluations of the included runs, for learning curves.
     sad: the `sad_*` training statistics of the included runs.
@@ -86,11 +87,13 @@ def dense_means(scores: pd.DataFrame) -> pd.Series:
 
 
 def cell_stats(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds per env x pattern, the normalized mean, the best of each env, and
-    whether a cell has fewer seeds than the fullest cell of the table (a failed or missing seed to flag)."""
+    """Mean and sample std (ddof=1) over seeds per env x pattern, the normalized mean, the best of each env,
+    whether a cell has fewer seeds than the fullest cell of the table (a failed or missing seed to flag), and the
+    measured density of its runs (one setting per cell, so one value; unjudged runs are skipped)."""
     grouped = scores.groupby(["env", "pattern"])
     cells = grouped["final"].agg(mean="mean", std=lambda x: x.std(ddof=1), n_seeds="size").reset_index()
     cells["n_partial"] = grouped["status"].agg(lambda s: int((s != DONE).sum())).to_numpy()
+    cells["density"] = grouped["density"].mean().to_numpy()
     cells["normalized"] = cells["mean"] / cells["env"].map(dense_means(scores))
     cells["best"] = cells["mean"] == cells.groupby("env")["mean"].transform("max")
     cells["fewer_seeds"] = cells["n_seeds"] < cells["n_seeds"].max()
@@ -98,7 +101,7 @@ def cell_stats(scores: pd.DataFrame) -> pd.DataFrame:
     cells["label"] = [Pattern.parse(p).label() for p in cells["pattern"]]
     order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], Pattern.sort_key(cells["pattern"].iat[i])))
     columns = ["env", "pattern", "sparsity", "label", "n_seeds", "n_partial", "fewer_seeds", "mean", "std",
-               "normalized", "best"]
+               "normalized", "best", "density"]
     return cells.iloc[order][columns].reset_index(drop=True)
 
 
@@ -306,7 +309,12 @@ def build_report(
         notes.append(f"Includes {_runs(len(partial))} not finished ({_status_counts(partial)}), "
                      "scored on the evaluations they have so far (marked †).")
     _refuse_mixed_settings(selected)
+    densities = pd.Series(run_densities(selected).to_numpy(), index=selected["run_id"].to_numpy())
+    scores = scores.assign(density=scores["run_id"].map(densities))
     cells = cell_stats(scores)
+    if cells["density"].isna().any():
+        notes.append("Measured density is unknown (a dash) where this machine cannot build the env or read the "
+                     "run's config.")
     if cells["normalized"].isna().any():
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
                      "shown as a dash where missing.")

@@ -1,7 +1,8 @@
 """Text renderings of a computed Report: markdown, LaTeX and csv. Every number comes from `stats`; this only formats.
 
-Both text formats hold two tables with the same layout (one row per env, one column per pattern, dense first):
-final returns, then normalized scores with the IQM across envs as a last row. The LaTeX compiles with the
+Both text formats hold three tables with the same layout (one row per env, one column per pattern, dense first):
+final returns, normalized scores with the IQM across envs as a last row, and the measured density of the networks
+(the header's percentage is the nominal sparsity, 1 - N/M). The LaTeX compiles with the
 standard preamble LATEX_PREAMBLE (booktabs), which its first line states, so it pastes into a paper as it is.
 """
 
@@ -132,6 +133,27 @@ def normalized_grid(report: Report) -> Grid:
     return Grid(caption, _header(report), body, [iqm, interval])
 
 
+def _percent(value: float) -> str:
+    return MISSING if math.isnan(value) else f"{value:.1%}".replace(".0%", "%")
+
+
+def density_grid(report: Report) -> Grid:
+    """Measured density per env x pattern: what a pattern keeps of each env's networks, which the nominal N/M
+    is not where a layer's width is not a multiple of M."""
+    body = []
+    for env in report.envs:
+        row = [Cell(env)]
+        for pattern in report.patterns:
+            cell = _lookup(report, env, pattern)
+            row.append(Cell(MISSING) if cell is None else Cell(_percent(cell["density"])))
+        body.append(row)
+    caption = ("Measured density: weights kept over all weights of the actor and one critic, first and last "
+               "layers included when sparse_io is set. A row whose width is not a multiple of M ends in a shorter "
+               "group that keeps up to N weights, so a narrow input layer (Hopper's 11 inputs) is denser than N/M; "
+               "the header gives the nominal sparsity, 1 - N/M.")
+    return Grid(caption, _header(report), body, [])
+
+
 # ---- markdown -------------------------------------------------------------------------------------------------
 
 def _md_cell(cell: Cell) -> str:
@@ -153,9 +175,10 @@ def _md_table(grid: Grid) -> list[str]:
 
 
 def render_markdown(report: Report) -> str:
-    returns, normalized = returns_grid(report), normalized_grid(report)
+    returns, normalized, density = returns_grid(report), normalized_grid(report), density_grid(report)
     lines = ["**Final return**", "", *_md_table(returns), "", returns.caption, *report.notes, "",
-             "**Normalized score**", "", *_md_table(normalized), "", normalized.caption]
+             "**Normalized score**", "", *_md_table(normalized), "", normalized.caption, "",
+             "**Measured density**", "", *_md_table(density), "", density.caption]
     return "\n".join(lines) + "\n"
 
 
@@ -205,16 +228,18 @@ def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
 
 
 def render_latex(report: Report) -> str:
-    """Two table floats (returns, normalized scores) that compile with LATEX_PREAMBLE, stated in the first line."""
+    """Three table floats (returns, normalized scores, measured density) that compile with LATEX_PREAMBLE, stated
+    in the first line."""
     lines = [f"% rnm report; needs the preamble: {LATEX_PREAMBLE}", ""]
     lines += _tex_table(returns_grid(report), "tab:rnm-returns", report.notes)
     lines += ["", *_tex_table(normalized_grid(report), "tab:rnm-normalized", ())]
+    lines += ["", *_tex_table(density_grid(report), "tab:rnm-density", ())]
     return "\n".join(lines) + "\n"
 
 
 # ---- csv ------------------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["env", "pattern", "sparsity", "statistic", "n_seeds", "n_partial", "mean", "std", "normalized",
+CSV_COLUMNS = ["env", "pattern", "sparsity", "density", "statistic", "n_seeds", "n_partial", "mean", "std", "normalized",
                "normalized_ci_low", "normalized_ci_high", "best", "last_k"]
 
 
@@ -222,13 +247,14 @@ def render_csv(report: Report) -> str:
     """One row per env and pattern (statistic 'mean'), then one per pattern with env 'all' (statistic 'iqm').
 
     For 'mean' rows, `normalized` is the cell's mean over the dense mean; for 'iqm' rows it is the IQM across envs,
-    `n_seeds` counts the runs pooled, and the CI columns hold its 95% bootstrap interval. Empty means undefined.
+    `n_seeds` counts the runs pooled, and the CI columns hold its 95% bootstrap interval. `density` is the
+    measured density of a 'mean' row's networks (empty on 'iqm' rows: it differs by env). Empty means undefined.
     """
     cells = report.cells.assign(statistic="mean", normalized_ci_low=math.nan, normalized_ci_high=math.nan,
                                 last_k=report.last_k)
     agg = report.aggregate.rename(columns={"n_runs": "n_seeds", "iqm": "normalized", "ci_low": "normalized_ci_low",
                                            "ci_high": "normalized_ci_high"})
-    agg = agg.assign(env="all", statistic="iqm", mean=math.nan, std=math.nan,
+    agg = agg.assign(env="all", statistic="iqm", mean=math.nan, std=math.nan, density=math.nan,
                      best=agg["normalized"] == agg["normalized"].max(), last_k=report.last_k)
     parts = [part[CSV_COLUMNS] for part in (cells, agg) if not part.empty]  # no aggregate without a dense baseline
     frame = pd.concat(parts, ignore_index=True)
