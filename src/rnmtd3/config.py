@@ -49,7 +49,8 @@ class RunConfig:
     checkpoint_interval: int = _key(50_000, "steps between checkpoints (taken at the next episode boundary)")
     mask_interval: int = _key(5_000, "gradient steps between N:M mask recomputations; 0 keeps the first mask")
     grad_mode: str = _key("masked", "masked | ste | srste: which latent weights the gradient updates")
-    srste_decay: float = _key(2e-4, "SR-STE decay of pruned latent weights (grad_mode=srste)")
+    srste_decay: float = _key(2e-4, "SR-STE decay of pruned latent weights (grad_mode=srste): before each optimizer "
+                                    "step, W[pruned] *= 1 - lr * srste_decay")
     sparse_io: bool = _key(True, "make the first and last layers N:M sparse too")
     precision: str = _key("fp32", "fp32 | bf16: bf16 autocasts the matrix products, weights stay fp32")
     device: str = _key("cpu", "torch device: cpu, cuda, cuda:1, ...")
