@@ -22,6 +22,23 @@ for module in (train_cmd, queue_cmds, workers_cmd, report_cmd):
     module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from rnmtd3.provenance import collect
+
+        found = collect(threads=0)
+        commit = f" (git {found['git_commit']})" if found["git_commit"] else ""
+        print(f"rnm {found['rnm_version']}{commit}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the version that runs record as their provenance, and exit")
+             ) -> None:
+    """Options of `rnm` itself, given before a command; the app's help text says what rnm does."""
+
+
 def main() -> None:
     """Run the CLI; a traceback appears only when RNM_DEBUG is set."""
     try:
