@@ -349,8 +349,10 @@ def test_dense_only_data_skips_the_sad_figure(tmp_path: Path):
 
 # ---- the command --------------------------------------------------------------------------------------------------
 
-def fill_registry(db: Path) -> None:
-    """A small registry written through its public API: Hopper dense and 2:4, two seeds done, one run left queued."""
+def fill_registry(db: Path, torch_of_seed: dict[int, str] | None = None) -> None:
+    """A small registry written through its public API: Hopper dense and 2:4, two seeds done, one run left queued;
+    with `torch_of_seed`, each attempt records this process's provenance with that torch version."""
+    from rnmtd3.provenance import collect
     from rnmtd3.registry import open_registry
     from rnmtd3.sweep import make_config
 
@@ -361,6 +363,8 @@ def fill_registry(db: Path) -> None:
         registry.enqueue([*configs, make_config("Hopper", "2:4", 2, {"steps": 1000})])
         for _ in configs:
             claim = registry.claim()
+            if torch_of_seed:
+                registry.record_attempt(claim, collect(threads=1) | {"torch": torch_of_seed[claim.config.seed]})
             factor = 1.1 if str(claim.config.pattern) == "2:4" else 1.0
             for i in range(4):
                 registry.record_eval(claim, i * 250, factor * (100.0 * i + claim.config.seed), 1.0, float(i))
@@ -390,6 +394,19 @@ def test_cli_report_prints_the_table_and_writes_figures(tmp_path: Path):
     out = tmp_path / "table.tex"
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "latex", "--out", str(out)])
     assert result.exit_code == 0 and result.stdout == "" and out.read_text().startswith("% rnm report")
+
+
+def test_cli_csv_report_writes_the_version_note_to_stderr(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rnm_cli.main import app
+
+    db = tmp_path / "rnm.db"
+    fill_registry(db, torch_of_seed={0: "2.5.1", 1: "2.6.0"})
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "csv", "--last-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert "made by different versions: torch 2.5.1 (2 runs), 2.6.0 (2 runs)." in " ".join(result.stderr.split())
+    assert "versions" not in result.stdout and len(read_csv(result.stdout)) == 2 + 2
 
 
 def test_cli_empty_database_is_one_line_and_exit_2(tmp_path: Path):

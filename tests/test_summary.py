@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from importlib import metadata
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rnm_cli.main import app
-from rnmtd3.provenance import KEYS
+from rnmtd3.provenance import KEYS, collect
 from rnmtd3.registry import open_registry
 from rnmtd3.summary import run_densities, runs_export, summarize
 from rnmtd3.sweep import make_config
@@ -26,12 +27,14 @@ def provenance(run_id: int, attempt: int, started_at: float, torch: str) -> dict
 
 
 def registry_runs(db: Path) -> pd.DataFrame:
-    """Three runs: 1 running at 800 steps/s with two notes, 2 failed after reporting 300 steps/s, 3 queued."""
+    """Three runs: 1 running at 800 steps/s with two notes and its provenance recorded, 2 failed after reporting
+    300 steps/s, 3 queued."""
     registry = open_registry(db, create=True)
     try:
         registry.enqueue([make_config("Hopper", "2:4", seed, {"steps": 1000}) for seed in range(3)],
                          max_attempts=1)
         running, failed = registry.claim(), registry.claim()
+        registry.record_attempt(running, collect(threads=2))
         registry.heartbeat(running, steps_done=500, steps_per_sec=800.0)
         registry.note(running, "first note")
         registry.note(running, "checkpoint from another database; restarted from step 0")
@@ -115,3 +118,6 @@ def test_cli_export_runs_has_the_notes_speed_and_provenance_columns(tmp_path: Pa
     table = pd.read_csv(io.StringIO(result.stdout)).set_index("run_id")
     assert {"notes", "steps_per_sec", *KEYS} <= set(table.columns)
     assert table.loc[1, "notes"] == "first note\ncheckpoint from another database; restarted from step 0"
+    assert table.loc[1, "steps_per_sec"] == 800.0
+    assert table.loc[1, "rnm_version"] == metadata.version("rnmtd3") and table.loc[1, "threads"] == 2
+    assert table.loc[2, list(KEYS)].isna().all()
