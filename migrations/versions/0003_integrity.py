@@ -52,7 +52,7 @@ def upgrade() -> None:
     sa.Column('started_at', sa.Float(), nullable=False),
     sa.Column('worker_pid', sa.Integer(), nullable=True),
     sa.Column('rnm_version', sa.String(length=64), nullable=True),
-    sa.Column('git_commit', sa.String(length=64), nullable=True),
+    sa.Column('git_commit', sa.String(length=128), nullable=True),
     sa.Column('python', sa.String(length=64), nullable=True),
     sa.Column('torch', sa.String(length=64), nullable=True),
     sa.Column('gymnasium', sa.String(length=64), nullable=True),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..provenance import KEYS as PROVENANCE_KEYS
+
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 
@@ -91,7 +93,7 @@ class Attempt(Base):
     started_at: Mapped[float] = mapped_column(Float)
     worker_pid: Mapped[int | None] = mapped_column(Integer)
     rnm_version: Mapped[str | None] = mapped_column(String(64))
-    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(128))
     python: Mapped[str | None] = mapped_column(String(64))
     torch: Mapped[str | None] = mapped_column(String(64))
     gymnasium: Mapped[str | None] = mapped_column(String(64))
@@ -101,6 +103,3 @@ class Attempt(Base):
     threads: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_attempts_run_id", "run_id"),)
-
-
-PROVENANCE_KEYS = ("rnm_version", "git_commit", "python", "torch", "gymnasium", "mujoco", "host", "cpu", "threads")
