@@ -60,6 +60,25 @@ def test_two_databases_sharing_one_artifacts_folder_both_finish_with_full_indepe
     assert len(folders) == 4
 
 
+def test_a_copied_database_takes_an_identity_of_its_own_and_never_resumes_the_originals_runs(tmp_path):
+    queue_tiny(tmp_path / "pilot.db", tmp_path, steps=600, extra=["checkpoint_interval=200"])
+    pilot = open_registry(tmp_path / "pilot.db")
+    claim = pilot.claim()
+    run_dir = workers.run_folder(claim, tmp_path / "rnm-artifacts", pilot.database_id)
+    sink = MemorySink(stop_after_checkpoint=True)
+    train(claim.config, run_dir, sink, owner=ckpt.owner_of(claim.config, pilot.database_id, claim.run_id))
+    pilot.record_checkpoint(claim, sink.checkpoints[-1], str(run_dir / ckpt.CHECKPOINT))
+    pilot.close()
+    shutil.copy(tmp_path / "pilot.db", tmp_path / "final.db")  # the copy holds the same run, held, at step 200
+    final = open_registry(tmp_path / "final.db")
+    assert final.database_id != open_registry(tmp_path / "pilot.db").database_id
+    with final.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET lease_expires = 0"))
+    taken = final.claim()
+    assert workers.run_folder(taken, tmp_path / "rnm-artifacts", final.database_id) != run_dir
+    assert open_registry(tmp_path / "pilot.db").database_id == pilot.database_id  # the original keeps its own
+
+
 def test_a_foreign_resume_state_is_never_resumed_from(tmp_path):
     config = tiny_config(steps=400)
     mine, theirs = (ckpt.owner_of(config, db, 1) for db in ("a" * 32, "b" * 32))

@@ -92,8 +92,7 @@ class RegistrySink:
 
     def on_start(self, step: int, note: str | None) -> None:
         if step == 0 and note is None and self.claim.checkpoint:
-            note = (f"checkpoint {self.claim.checkpoint} not reachable from {socket.gethostname()}; "
-                    "restarted from step 0")
+            note = f"checkpoint {self.claim.checkpoint} {_why_unused(Path(self.claim.checkpoint))}; restarted from step 0"
         if not self.registry.begin_attempt(self.claim, step, note):
             raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
         self.step = step
@@ -129,11 +128,27 @@ class RegistrySink:
 
 
 def run_folder(claim: Claim, artifacts: Path, database_id: str) -> Path:
-    """The folder of the run's last checkpoint when this host can reach it (a shared filesystem), else its own
-    folder under one per database: two databases sharing `artifacts` never share a run folder."""
-    if claim.checkpoint and Path(claim.checkpoint).parent.is_dir():
-        return Path(claim.checkpoint).parent
-    return artifacts / f"db-{database_id[:12]}" / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+    """The run's own folder, under one per database, so that two databases sharing `artifacts` never share a run
+    folder: where its last checkpoint was written when this host can reach that (a shared filesystem mounted
+    under another `--artifacts`), else under `artifacts`."""
+    own = Path(_database_folder(database_id)) / f"run-{claim.run_id:06d}-{claim.config.hash[:8]}"
+    if claim.checkpoint:
+        last = Path(claim.checkpoint).parent
+        if last.is_dir() and last.parts[-2:] == own.parts:
+            return last
+    return artifacts / own
+
+
+def _database_folder(database_id: str) -> str:
+    return f"db-{database_id[:12]}"
+
+
+def _why_unused(checkpoint: Path) -> str:
+    if not checkpoint.parent.is_dir():
+        return f"is not reachable from {socket.gethostname()}"
+    if checkpoint.parent.parent.name.startswith("db-"):
+        return "is gone"
+    return "is in a folder shared by every database (written before rnm kept one folder per database)"
 
 
 def classify(exc: BaseException) -> str:

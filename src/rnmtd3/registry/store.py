@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import RunConfig
 from ..errors import IncompleteCurve, RnmError, UsageError
-from .engine import open_engine, safe_url
+from .engine import open_engine, safe_url, sqlite_path
 from .models import (CANCELLED, DONE, FAILED, PROVENANCE_KEYS, QUEUED, RUNNING, Attempt, Evaluation, RegistryInfo,
                      Run, TrainStat)
 
@@ -59,10 +59,26 @@ class Registry:
 
     @property
     def database_id(self) -> str:
-        """This database's own identity (a UUID made with it): run folders and checkpoints carry it."""
+        """This database's own identity (a UUID made with it): run folders and checkpoints carry it.
+
+        A SQLite file is bound to its path: a copy (`cp pilot.db final.db`) shares its runs' ids and would share
+        their folders, so a file found at another path than the one it recorded takes a new identity. (A moved
+        database's unfinished runs then restart from step 0, with a note; that is the price of never resuming a
+        copy's checkpoints.)
+        """
         if self._database_id is None:
+            path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
+            here = str(path.resolve()) if path else None
             with self._tx() as session:
-                self._database_id = session.scalar(select(RegistryInfo.value).where(RegistryInfo.key == "database_id"))
+                info = {row.key: row.value for row in session.execute(select(RegistryInfo.key, RegistryInfo.value))}
+                if here is not None and info.get("database_path") not in (None, here):
+                    info["database_id"] = uuid.uuid4().hex
+                    session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_id")
+                                    .values(value=info["database_id"]))
+                if here is not None and info.get("database_path") != here:
+                    session.execute(self._insert_ignore(RegistryInfo), [{"key": "database_path", "value": here}])
+                    session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_path").values(value=here))
+                self._database_id = info["database_id"]
         return self._database_id
 
     # -- time, by the database's clock -------------------------------------------------------------
