@@ -22,8 +22,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..config import RunConfig
 from ..errors import IncompleteCurve, RnmError, UsageError
 from .engine import open_engine, safe_url, sqlite_path
-from .models import (CANCELLED, DONE, FAILED, PROVENANCE_KEYS, QUEUED, RUNNING, Attempt, Evaluation, RegistryInfo,
-                     Run, TrainStat)
+from ..provenance import KEYS as PROVENANCE_KEYS
+from .models import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Attempt, Evaluation, RegistryInfo, Run, TrainStat
 
 DEFAULT_LEASE_S = 60.0
 BACKOFF_S = 30.0
