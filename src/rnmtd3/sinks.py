@@ -25,6 +25,10 @@ class Sink(Protocol):
 
     def on_stats(self, step: int, stats: dict[str, float]) -> None: ...
 
+    def before_checkpoint(self, step: int) -> None:
+        """About to write the run folder's files: raise to stop the run where it may no longer write them (its
+        registry lease is gone, and another worker may own the folder now)."""
+
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
     def on_progress(self, step: int, steps_per_sec: float) -> None: ...
@@ -55,6 +59,9 @@ class MemorySink:
 
     def on_stats(self, step: int, stats: dict[str, float]) -> None:
         self.stats.append((step, dict(stats)))
+
+    def before_checkpoint(self, step: int) -> None:
+        pass
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.checkpoints.append(step)
@@ -108,6 +115,9 @@ class FileSink:
             self._eval(step, return_mean)
 
     def on_stats(self, step: int, stats: dict[str, float]) -> None:
+        pass
+
+    def before_checkpoint(self, step: int) -> None:
         pass
 
     def on_checkpoint(self, step: int, path: Path) -> None:

@@ -109,6 +109,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
 
         def save(step: int) -> None:
             report_evals(evaluator.drain())  # a resumed run must not miss an evaluation before its checkpoint
+            sink.before_checkpoint(step)
             networks = agent.forward_state_dicts()
             ckpt.save_resume(run_dir, {
                 "config": config.to_dict(), "owner": owner, "step": step, "wall_time": wall(), "curve": curve,

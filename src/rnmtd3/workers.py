@@ -111,6 +111,13 @@ class RegistrySink:
         if not self.registry.record_stats(self.claim, step, stats):
             raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
 
+    def before_checkpoint(self, step: int) -> None:
+        """Renew the lease now: a renewed lease cannot be taken over for lease_s, so the files written next are
+        this claim's; a lost one stops the run before it can overwrite the new holder's files."""
+        if self.lost.is_set() or not self.registry.heartbeat(self.claim, steps_done=self.step, lease_s=self.lease_s):
+            self.lost.set()
+            raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
+
     def on_checkpoint(self, step: int, path: Path) -> None:
         if not self.registry.record_checkpoint(self.claim, step, str(path)):
             self.lost.set()

@@ -204,9 +204,7 @@ class Registry:
                 return False
             session.execute(delete(Evaluation).where(Evaluation.run_id == claim.run_id, Evaluation.step > keep))
             session.execute(delete(TrainStat).where(TrainStat.run_id == claim.run_id, TrainStat.step > keep))
-            last = (select(Evaluation.return_mean).where(Evaluation.run_id == claim.run_id)
-                    .order_by(Evaluation.step.desc()).limit(1).scalar_subquery())
-            values: dict[str, object] = {"steps_done": max(start_step, 0), "last_return": last}
+            values: dict[str, object] = {"steps_done": max(start_step, 0), "last_return": self._last_point(claim)}
             if start_step == 0:
                 values["checkpoint"] = None
             if note:
@@ -244,13 +242,19 @@ class Registry:
     def record_eval(self, claim: Claim, step: int, return_mean: float, return_std: float, wall_time: float) -> bool:
         """Store an evaluation if the claim still holds the run; False (nothing written) when it was lost."""
         with self._tx() as session:
-            held = session.execute(update(Run).where(*self._held(claim)).values(last_return=return_mean))
-            if held.rowcount != 1:
+            if session.scalar(select(func.count()).select_from(Run).where(*self._held(claim))) != 1:
                 return False
             session.execute(self._insert_ignore(Evaluation), [
                 {"run_id": claim.run_id, "step": step, "return_mean": return_mean, "return_std": return_std,
                  "wall_time": wall_time}])
+            session.execute(update(Run).where(Run.id == claim.run_id).values(last_return=self._last_point(claim)))
         return True
+
+    @staticmethod
+    def _last_point(claim: Claim):
+        """last_return as the curve has it: the kept value at the latest step (a step reported twice keeps its first)."""
+        return (select(Evaluation.return_mean).where(Evaluation.run_id == claim.run_id)
+                .order_by(Evaluation.step.desc()).limit(1).scalar_subquery())
 
     def record_stats(self, claim: Claim, step: int, stats: dict[str, float]) -> bool:
         """Store training statistics if the claim still holds the run; False (nothing written) when it was lost."""
