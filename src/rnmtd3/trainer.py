@@ -34,6 +34,9 @@ def require_device(device: str) -> None:
     """Checked when a run starts, not when it is queued: the queueing machine may have no GPU."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device={device} but this torch ({torch.__version__}) sees no CUDA device")
+    index = torch.device(device).index
+    if index is not None and index >= torch.cuda.device_count():
+        raise UsageError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
