@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,7 @@ class RunConfig:
             raise UsageError(f"bad value grad_mode={self.grad_mode!r}: choose one of {', '.join(GRAD_MODES)}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"bad value precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise UsageError(f"bad value device={self.device!r}: use cpu or cuda[:index]")
         capacity = min(self.buffer_size, self.steps)  # the trainer's replay buffer never outgrows the run
         if self.batch_size > capacity:
