@@ -51,8 +51,8 @@ def queue(
     if dry_run and not database_exists(db):
         result, url = EnqueueResult(configs, []), None
     else:
-        registry = open_registry(db, create=not dry_run)
-        result, url = registry.enqueue(configs, max_attempts=max_attempts, dry_run=dry_run), registry.url
+        with open_registry(db, create=not dry_run) as registry:
+            result, url = registry.enqueue(configs, max_attempts=max_attempts, dry_run=dry_run), registry.url
     _print_queue_summary(result.added, result.existing, dry_run, url)
 
 

@@ -419,6 +419,14 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close on leaving a `with`: a SQLite connection left to the garbage collector checkpoints its WAL into
+        the file at an arbitrary later moment."""
+        self.close()
+
 
 def open_registry(db: str | os.PathLike | None = None, create: bool = True) -> Registry:
     """The registry at `db` (a path or SQLAlchemy URL; default $RNM_DB or ./rnm.db), migrated to the head."""
