@@ -385,10 +385,11 @@ class Registry:
         columns = [Run.id.label("run_id"), Run.env, Run.pattern, Run.seed, Run.status, Run.attempts,
                    Run.steps_done, Run.steps_total, Run.checkpoint, Run.config_hash, Run.worker_host,
                    Run.worker_pid, Run.created_at, Run.started_at, Run.finished_at, Run.heartbeat_at,
-                   Run.steps_per_sec, Run.last_return, Run.error, Run.notes, Run.config]
+                   Run.steps_per_sec, Run.last_return, Run.error, Run.notes, Run.retry_at, Run.transient_failures,
+                   Run.config]
         frame = self._frame(select(*columns).order_by(Run.id))
         # Nullable float columns come back as object dtype when every value is NULL; readers expect numbers.
-        return frame.astype({"steps_per_sec": float, "last_return": float})
+        return frame.astype({"steps_per_sec": float, "last_return": float, "retry_at": float})
 
     def attempts_frame(self) -> pd.DataFrame:
         """One row per attempt: run_id, attempt, started_at, worker_pid and its provenance (PROVENANCE_KEYS)."""
