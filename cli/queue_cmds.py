@@ -73,7 +73,8 @@ def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> N
 
 def status(db: Optional[str] = DbOption) -> None:
     """Counts by status for each env and pattern with the measured density of its networks, progress, speed and
-    ETA, failed runs with their last error line, and runs with notes (why one restarted, for instance)."""
+    ETA, failed runs with their last error line, runs backing off after a passing failure, and runs with notes
+    (why one restarted, for instance)."""
     registry = open_registry(db, create=False)
     summary = summarize(registry.runs_frame())
     if summary.counts.empty:
@@ -96,6 +97,16 @@ def status(db: Optional[str] = DbOption) -> None:
             failed.add_row(str(row.run_id), row.env, row.pattern, str(row.seed), str(row.attempts), row.error)
         out.print(failed)
         out.print("`rnm retry` puts failed runs back in the queue")
+    if not summary.waiting.empty:
+        now = registry.now()  # retry_at is on the database's clock
+        waiting = _compact_table("waiting to retry after a passing failure (a full disk, a lost connection)",
+                                 ["run", "env", "pattern", "seed", "retries", "next try", "last error"],
+                                 wrap="last error", numeric=["retries", "next try"])
+        for row in summary.waiting.itertuples(index=False):
+            delay = row.retry_at - now
+            waiting.add_row(str(row.run_id), row.env, row.pattern, str(row.seed), str(row.retries),
+                            fmt_duration(delay) if delay > 0 else "due", row.error)
+        out.print(waiting)
     if not summary.notes.empty:
         notes = _compact_table("notes (the last line; `rnm export runs` has them all)",
                                ["run", "env", "pattern", "seed", "last note"], wrap="last note")

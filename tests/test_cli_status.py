@@ -7,32 +7,41 @@ import sys
 from pathlib import Path
 
 from helpers_registry import cli_env
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from rnm_cli.main import app
 from rnmtd3.registry import open_registry
+from rnmtd3.registry.models import Run
 from rnmtd3.sweep import make_config
 
 LONG_ERROR = "Traceback (most recent call last):\n  ...\nRuntimeError: " + "the device ran out of patience " * 4
 NOTE = "checkpoint belongs to another database (id 1234abcd); restarted from step 0"
+DISK_FULL = "OSError: [Errno 28] No space left on device: '/scratch/rnm-artifacts/0123456789abcdef/checkpoint.pt'"
 
 
 def fill(db: Path) -> None:
     """Runs in every status, on a short and a long env name: two running (1000 and 500 steps/s), one failed with a
-    long error, one with two notes, one cancelled, the rest queued."""
+    long error, one with two notes, one cancelled, the rest queued, two of them (5 and 6) backing off after a full
+    disk, run 6 for the second time."""
     registry = open_registry(db, create=True)
     try:
         configs = [make_config(env, pattern, seed, {"steps": 10_000})
                    for env in ("Hopper", "InvertedDoublePendulum") for pattern in ("dense", "2:4", "1:8")
                    for seed in (0, 1)]
         registry.enqueue(configs, max_attempts=1)
-        fast, slow, failed, noted = (registry.claim() for _ in range(4))
+        fast, slow, failed, noted, full, fuller = (registry.claim() for _ in range(6))
         registry.heartbeat(fast, steps_done=4000, steps_per_sec=1000.0)
         registry.heartbeat(slow, steps_done=1000, steps_per_sec=500.0)
         registry.fail(failed, LONG_ERROR)
         registry.note(noted, "an earlier, resolved event")
         registry.note(noted, NOTE)
         registry.release(noted)
+        registry.fail(full, DISK_FULL, transient=True)
+        registry.fail(fuller, DISK_FULL, transient=True)
+        with registry.engine.begin() as conn:  # as if run 6 had failed again after its first back-off (30 s)
+            conn.execute(update(Run).where(Run.id == fuller.run_id).values(transient_failures=2,
+                                                                           retry_at=Run.retry_at + 3600))
         registry.cancel([len(configs)])
     finally:
         registry.close()
@@ -96,3 +105,25 @@ def test_status_has_no_notes_table_when_no_run_has_notes(tmp_path: Path):
     registry.close()
     text = status(tmp_path / "rnm.db")
     assert "notes (the last line" not in text and "failed runs" not in text and "0 running at 0 steps/s" in text
+
+
+def test_status_shows_the_runs_waiting_to_retry_and_when(tmp_path: Path):
+    """A run backing off after a full disk is not a plain queued run: its retries, next try and error show."""
+    fill(tmp_path / "rnm.db")
+    text = status(tmp_path / "rnm.db")
+    waiting = text[text.index("waiting to retry"):]
+    assert header_words(waiting, "run") == ["run", "env", "pattern", "seed", "retries", "next", "try", "last",
+                                            "error"]
+    rows = {line.split()[0]: line.split() for line in waiting.splitlines() if line.split()[:1] in (["5"], ["6"])}
+    assert rows["5"][:5] == ["5", "Hopper-v5", "1:8", "0", "1"] and rows["6"][4] == "2"
+    assert 0 < minutes(rows["5"][5]) <= 0.5 and minutes(rows["6"][5]) == 60  # back-off 30 s; 3600 s more
+    assert "OSError:" in rows["5"][6] and "No space left" in " ".join(waiting.split())
+
+
+def minutes(text: str) -> float:
+    """fmt_duration's '0m29s' or '1h00m' in minutes."""
+    if "h" in text:
+        hours, mins = text.rstrip("m").split("h")
+        return 60 * int(hours) + int(mins)
+    mins, secs = text.rstrip("s").split("m")
+    return int(mins) + int(secs) / 60

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+from contextlib import closing
 from importlib import metadata
 import math
 from pathlib import Path
@@ -121,3 +123,37 @@ def test_cli_export_runs_has_the_notes_speed_and_provenance_columns(tmp_path: Pa
     assert table.loc[1, "steps_per_sec"] == 800.0
     assert table.loc[1, "rnm_version"] == metadata.version("rnmtd3") and table.loc[1, "threads"] == 2
     assert table.loc[2, list(KEYS)].isna().all()
+
+
+def test_export_runs_and_status_show_an_unreadable_stored_config_as_blank(tmp_path: Path):
+    """A config edited by hand or cut short is one row with blank config columns, not a crash of the export."""
+    registry_runs(tmp_path / "rnm.db")
+    with closing(sqlite3.connect(tmp_path / "rnm.db")) as conn, conn:
+        conn.execute("UPDATE runs SET config = 'garbage' WHERE id = 2")
+        conn.execute("UPDATE runs SET config = '[1, 2]' WHERE id = 3")
+    result = CliRunner().invoke(app, ["export", "runs", "--db", str(tmp_path / "rnm.db")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout)).set_index("run_id")
+    assert table.loc[1, "hidden"] == "256x256" and table.loc[1, "steps"] == 1000
+    assert table.loc[[2, 3], ["hidden", "steps", "lr"]].isna().all().all()
+    assert table.loc[2, "status"] == "failed" and table.loc[3, "env"] == "Hopper-v5"
+    status = CliRunner().invoke(app, ["status", "--db", str(tmp_path / "rnm.db")], env={"COLUMNS": "80"})
+    assert status.exit_code == 0 and "Hopper-v5" in status.stdout, status.output
+
+
+def test_export_runs_says_when_a_waiting_run_retries_and_how_often_it_failed_in_passing(tmp_path: Path):
+    registry = open_registry(tmp_path / "rnm.db", create=True)
+    try:
+        registry.enqueue([make_config("Hopper", "2:4", seed, {"steps": 1000}) for seed in range(2)])
+        before = registry.now()
+        registry.fail(registry.claim(), "OSError: [Errno 28] No space left on device", transient=True)
+        after = registry.now()
+    finally:
+        registry.close()
+    result = CliRunner().invoke(app, ["export", "runs", "--db", str(tmp_path / "rnm.db")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout), parse_dates=["retry_at", "created_at"]).set_index("run_id")
+    assert list(table["transient_failures"]) == [1, 0] and list(table["status"]) == ["queued", "queued"]
+    retry_at = table.loc[1, "retry_at"].timestamp()
+    assert before + 30 <= retry_at <= after + 30 and str(table.loc[1, "retry_at"].tz) == "UTC"
+    assert pd.isna(table.loc[2, "retry_at"])

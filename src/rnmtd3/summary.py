@@ -27,6 +27,8 @@ class StatusSummary:
     eta_s: float | None  # remaining steps over the current aggregate speed of running runs
     failed: pd.DataFrame  # run_id, env, pattern, seed, attempts, last error line
     notes: pd.DataFrame  # run_id, env, pattern, seed, last note line: why a run restarted, for instance
+    waiting: pd.DataFrame  # run_id, env, pattern, seed, retries, retry_at, last error line: queued runs backing
+    # off after a passing failure (a full disk), which would otherwise look like any queued run
 
 
 def summarize(runs: pd.DataFrame) -> StatusSummary:
@@ -35,7 +37,9 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
                                       "density_max"])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
-                             pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]))
+                             pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]),
+                             pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "retries", "retry_at",
+                                                   "error"]))
     counts = runs.pivot_table(index=["env", "pattern"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
     steps = runs.groupby(["env", "pattern"])[["steps_done", "steps_total"]].sum()
@@ -56,8 +60,12 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
     failed["error"] = failed["error"].fillna("").map(last_line)
     notes = runs[["run_id", "env", "pattern", "seed"]].assign(note=runs["notes"].fillna("").map(last_line))
     notes = notes[notes["note"] != ""]
+    waiting = runs[(runs["status"] == "queued") & runs["retry_at"].notna()].rename(
+        columns={"transient_failures": "retries"})
+    waiting = waiting[["run_id", "env", "pattern", "seed", "retries", "retry_at"]].assign(
+        error=waiting["error"].fillna("").map(last_line))
     return StatusSummary(counts, total, done, int(running.sum()), speed, eta, failed.reset_index(drop=True),
-                         notes.reset_index(drop=True))
+                         notes.reset_index(drop=True), waiting.reset_index(drop=True))
 
 
 def run_densities(runs: pd.DataFrame) -> pd.Series:
@@ -97,17 +105,27 @@ def runs_export(runs: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
     attempt (empty for a run that has none recorded), and every config key as its own column."""
     front = ["run_id", "env", "pattern", "seed", "status", "attempts", "steps_done", "checkpoint"]
     rest = ["steps_total", "last_return", "steps_per_sec", "worker_host", "worker_pid", "created_at", "started_at",
-            "finished_at", "config_hash", "error", "notes"]
+            "finished_at", "retry_at", "transient_failures", "config_hash", "error", "notes"]
     out = runs[front + rest].merge(latest_provenance(attempts), on="run_id", how="left")
     # Whole numbers stay whole beside a missing value (a queued run has no pid, an old one no provenance): 4, not 4.0.
     out = out.astype({"worker_pid": "Int64", "threads": "Int64"})
-    configs = [json.loads(text) for text in runs["config"]]
+    configs = [stored_config(text) for text in runs["config"]]
     for key in config_keys():
         values = (config.get(key) for config in configs)
         out[key] = ["x".join(map(str, v)) if isinstance(v, list) else v for v in values]
-    for column in ("created_at", "started_at", "finished_at"):
+    for column in ("created_at", "started_at", "finished_at", "retry_at"):
         out[column] = pd.to_datetime(out[column], unit="s", utc=True)
     return out
+
+
+def stored_config(text: str) -> dict:
+    """A run's stored config as a dict, or {} where it does not read as one (edited by hand, cut short): its
+    columns stay blank, and one such row never stops the others from being exported."""
+    try:
+        config = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def evals_export(evals: pd.DataFrame) -> pd.DataFrame:
