@@ -79,6 +79,21 @@ def test_a_copied_database_takes_an_identity_of_its_own_and_never_resumes_the_or
     assert open_registry(tmp_path / "pilot.db").database_id == pilot.database_id  # the original keeps its own
 
 
+def test_copies_made_before_any_worker_ran_take_identities_of_their_own_and_a_moved_database_keeps_its_own(tmp_path):
+    queue_tiny(tmp_path / "template.db", tmp_path)
+    for name in ("a.db", "b.db"):
+        shutil.copy(tmp_path / "template.db", tmp_path / name)
+    ids = {}
+    for name in ("template.db", "a.db", "b.db"):
+        with open_registry(tmp_path / name) as registry:
+            ids[name] = registry.database_id
+    assert len(set(ids.values())) == 3
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(tmp_path / "a.db", tmp_path / "elsewhere" / "a.db")
+    with open_registry(tmp_path / "elsewhere" / "a.db") as registry:
+        assert registry.database_id == ids["a.db"]
+
+
 def test_a_foreign_resume_state_is_never_resumed_from(tmp_path):
     config = tiny_config(steps=400)
     mine, theirs = (ckpt.owner_of(config, db, 1) for db in ("a" * 32, "b" * 32))

@@ -11,18 +11,20 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 from sqlalchemy import Engine, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import RunConfig
 from ..errors import IncompleteCurve, RnmError, UsageError
-from .engine import open_engine, safe_url, sqlite_path
 from ..provenance import KEYS as PROVENANCE_KEYS
+from .engine import open_engine, read_only_engine, safe_url, sqlite_path
 from .models import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Attempt, Evaluation, RegistryInfo, Run, TrainStat
 
 DEFAULT_LEASE_S = 60.0
@@ -59,19 +61,24 @@ class Registry:
 
     @property
     def database_id(self) -> str:
+        return self.settle_identity()
+
+    def settle_identity(self) -> str:
         """This database's own identity (a UUID made with it): run folders and checkpoints carry it.
 
-        A SQLite file is bound to its path: a copy (`cp pilot.db final.db`) shares its runs' ids and would share
-        their folders, so a file found at another path than the one it recorded takes a new identity. (A moved
-        database's unfinished runs then restart from step 0, with a note; that is the price of never resuming a
-        copy's checkpoints.)
+        A SQLite file records its path: a copy (`cp pilot.db final.db`) holds the same runs and would share their
+        folders, so a file found at another path while the file at its recorded path is still this database takes
+        a new identity. A moved file (nothing left at the old path), or the same file reached by another path,
+        keeps its own. (A copy of a PostgreSQL database, made with CREATE DATABASE ... TEMPLATE, is not told apart.)
         """
         if self._database_id is None:
             path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
             here = str(path.resolve()) if path else None
             with self._tx() as session:
                 info = {row.key: row.value for row in session.execute(select(RegistryInfo.key, RegistryInfo.value))}
-                if here is not None and info.get("database_path") not in (None, here):
+                recorded = info.get("database_path")
+                if here is not None and recorded not in (None, here) and _is_copy_of(Path(recorded), Path(here),
+                                                                                     info["database_id"]):
                     info["database_id"] = uuid.uuid4().hex
                     session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_id")
                                     .values(value=info["database_id"]))
@@ -430,8 +437,29 @@ class Registry:
 
 
 def open_registry(db: str | os.PathLike | None = None, create: bool = True) -> Registry:
-    """The registry at `db` (a path or SQLAlchemy URL; default $RNM_DB or ./rnm.db), migrated to the head."""
-    return Registry(open_engine(db, create=create))
+    """The registry at `db` (a path or SQLAlchemy URL; default $RNM_DB or ./rnm.db), migrated to the head.
+
+    Its identity is settled at once, so a SQLite file records its path when it is made, before it can be copied."""
+    registry = Registry(open_engine(db, create=create))
+    registry.settle_identity()
+    return registry
+
+
+def _is_copy_of(original: Path, here: Path, database_id: str) -> bool:
+    """True when `original` is another file than `here` and still holds the database `database_id` (read without
+    writing anything beside it)."""
+    try:
+        if not original.is_file() or os.path.samefile(original, here):
+            return False
+        engine = read_only_engine(f"sqlite:///{original}", original)
+        try:
+            with engine.connect() as conn:
+                found = conn.execute(select(RegistryInfo.value).where(RegistryInfo.key == "database_id")).scalar()
+        finally:
+            engine.dispose()
+    except (OSError, RnmError, SQLAlchemyError):  # unreadable or not an rnm database: nothing to be a copy of
+        return False
+    return found == database_id
 
 
 def _backoff(repeats) -> ColumnElement[float]:
