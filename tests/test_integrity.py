@@ -116,6 +116,39 @@ def test_a_corrupt_resume_state_restarts_from_step_0_with_one_note(tmp_path):
     assert len(sink.notes) == 1 and "cannot load checkpoint" in sink.notes[0]
 
 
+@pytest.mark.parametrize("damage", ["empty", "not whole"])
+def test_an_empty_or_partial_resume_state_restarts_from_step_0_with_one_note(tmp_path, damage):
+    config = tiny_config(steps=600)
+    assert not train(config, tmp_path, MemorySink(stop_after_checkpoint=True)).finished
+    if damage == "empty":
+        (tmp_path / ckpt.RESUME).write_bytes(b"")
+    else:
+        state = ckpt.load(tmp_path / ckpt.RESUME)
+        state["agent"] = {}
+        ckpt.atomic_save(state, tmp_path / ckpt.RESUME)
+    sink = MemorySink()
+    result = train(config, tmp_path, sink)
+    assert result.finished and result.resumed_from == 0
+    assert [e[0] for e in sink.evals] == expected_steps(config)
+    assert len(sink.notes) == 1 and "restarted from step 0" in sink.notes[0]
+    fresh = MemorySink()
+    train(config, tmp_path / "fresh", fresh)
+    assert sink.evals == fresh.evals  # the restart is a fresh run, not one half-loaded from the bad state
+
+
+def test_a_checkpoint_without_its_resume_state_is_not_overwritten_by_another_config(tmp_path):
+    config = tiny_config(steps=200)
+    train(config, tmp_path, MemorySink())
+    (tmp_path / ckpt.RESUME).unlink()
+    before = (tmp_path / ckpt.CHECKPOINT).read_bytes()
+    with pytest.raises(UsageError, match="another config"):
+        train(config.replace(pattern=tiny_config(pattern="1:4").pattern), tmp_path, MemorySink())
+    assert (tmp_path / ckpt.CHECKPOINT).read_bytes() == before
+    sink = MemorySink()
+    assert train(config, tmp_path, sink).resumed_from == 0
+    assert sink.notes == [f"{tmp_path / ckpt.RESUME} is missing beside checkpoint.pt; restarted from step 0"]
+
+
 def test_a_foreground_run_refuses_a_workers_run_folder(tmp_path):
     config = tiny_config(steps=200)
     train(config, tmp_path, MemorySink(), owner=ckpt.owner_of(config, "a" * 32, 7))

@@ -72,14 +72,16 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
-        raise RnmError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+        detail = " ".join(str(exc).split()[:40]) or "no detail (an empty or truncated file?)"
+        raise RnmError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {detail}") from None
 
 
 def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """(state, None) to resume from; (None, None) where the run never reached a checkpoint; (None, reason) where
-    the folder holds a resume state this run must not or cannot use: corrupt, of another format, or another
-    database's or run's. A foreground run (an owner without a database) given another config's folder is refused
-    instead: the user chose the folder.
+    the folder holds files this run must not or cannot resume from: a resume state that is corrupt, of another
+    format or another database's or run's, or a checkpoint.pt without its resume state. A foreground run (an owner
+    without a database) given a folder of another config or of a database's run is refused instead: the user chose
+    the folder, and it must not be overwritten.
 
     Temporary files of a save that was killed half-way are removed: they can be as large as the replay buffer.
     """
@@ -87,7 +89,12 @@ def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tupl
         stale.unlink(missing_ok=True)
     path = Path(run_dir) / RESUME
     if not path.exists():
-        return None, None
+        public = Path(run_dir) / CHECKPOINT
+        if not public.exists():
+            return None, None
+        saved = _public_owner(public)
+        foreign = None if saved is None else _foreign(run_dir, public, saved, owner)
+        return None, foreign or f"{path} is missing beside {public.name}; restarted from step 0"
     try:
         state = load(path)
     except RnmError as exc:
@@ -95,7 +102,12 @@ def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tupl
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         return None, f"{path} has resume format {found}, this rnm reads {RESUME_FORMAT}; restarted from step 0"
-    saved = state.get("owner") or {}
+    foreign = _foreign(run_dir, path, state.get("owner") or {}, owner)
+    return (None, foreign) if foreign else (state, None)
+
+
+def _foreign(run_dir: Path, path: Path, saved: dict[str, Any], owner: dict[str, Any]) -> str | None:
+    """Why a file owned by `saved` is not this run's (None when it is); raises for a foreground run."""
     if "database" not in owner and "database" in saved:
         raise UsageError(f"{run_dir} holds run {saved.get('run')} of database {saved['database']}; choose another "
                          "folder")
@@ -103,8 +115,18 @@ def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tupl
         raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder")
     if saved != owner:
         theirs = ", ".join(f"{k} {v}" for k, v in sorted(saved.items())) or "no owner"
-        return None, f"{path} belongs to another run ({theirs}); restarted from step 0"
-    return state, None
+        return f"{path} belongs to another run ({theirs}); restarted from step 0"
+    return None
+
+
+def _public_owner(public: Path) -> dict[str, Any] | None:
+    """The owner a checkpoint.pt names (one written before owners were recorded names its config only); None for
+    a file that cannot be read."""
+    try:
+        data = load(public)
+        return data.get("owner") or {"config": RunConfig.from_dict(data["config"]).hash}
+    except (RnmError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def owner_of(config: RunConfig, database_id: str | None = None, run_id: int | None = None) -> dict[str, Any]:

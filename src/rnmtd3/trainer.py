@@ -63,13 +63,17 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
     act_dim = int(np.prod(env.action_space.shape))
     low = env.action_space.low.astype(np.float32)
     high = env.action_space.high.astype(np.float32)
-    agent = TD3Agent(config, obs_dim, act_dim, torch.as_tensor(low, device=device), torch.as_tensor(high, device=device))
-    replay = ReplayBuffer(obs_dim, act_dim, min(config.buffer_size, config.steps), device)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+
+    def fresh() -> tuple[TD3Agent, ReplayBuffer, torch.Generator, np.random.Generator]:
+        """Everything that a resume state overwrites, as a run starting at step 0 has it."""
+        return (TD3Agent(config, obs_dim, act_dim, torch.as_tensor(low, device=device),
+                         torch.as_tensor(high, device=device)),
+                ReplayBuffer(obs_dim, act_dim, min(config.buffer_size, config.steps), device),
+                torch.Generator().manual_seed(config.seed), np.random.default_rng(config.seed))
+
+    agent, replay, generator, rng = fresh()
     noise = torch.empty((config.batch_size, act_dim), dtype=torch.float32)
     expl_std = (high - low) / 2.0 * config.expl_noise
-    policy = greedy_policy(agent.actor, config)
     evaluator = Evaluator(config, obs_dim, act_dim, low, high, background=background_eval)
     owner = owner or ckpt.owner_of(config)
     last_return: float | None = None
@@ -88,16 +92,24 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
     try:
         state, restart_reason = ckpt.load_resume(run_dir, config, owner) if resume else (None, None)
         if state is not None:
-            sink.on_start(int(state["step"]), None)
-            for point in state["curve"]:
-                report(int(point[0]), float(point[1]), float(point[2]), float(point[3]))
-            agent.load_state(state["agent"])
-            replay.load_state(state["replay"])
-            generator.set_state(state["rng"]["torch"])
-            rng.bit_generator.state = state["rng"]["numpy"]
-            env.unwrapped.np_random = np.random.default_rng()
-            env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
-            start, wall_offset = int(state["step"]), float(state["wall_time"])
+            try:
+                agent.load_state(state["agent"])
+                replay.load_state(state["replay"])
+                generator.set_state(state["rng"]["torch"])
+                rng.bit_generator.state = state["rng"]["numpy"]
+                env.unwrapped.np_random = np.random.default_rng()
+                env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
+                start, wall_offset = int(state["step"]), float(state["wall_time"])
+                saved_curve = [(int(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in state["curve"]]
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # readable, but not whole
+                restart_reason = (f"{run_dir / ckpt.RESUME} is not a whole resume state ({exc.__class__.__name__}: "
+                                  f"{exc}); restarted from step 0")
+                state = None
+                agent, replay, generator, rng = fresh()
+        if state is not None:
+            sink.on_start(start, None)
+            for point in saved_curve:
+                report(*point)
             obs, _ = env.reset()
         else:
             sink.on_start(0, restart_reason)
@@ -105,6 +117,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
             obs, _ = env.reset(seed=config.seed)
             evaluator.submit(0, 0.0, snapshot(agent.actor))
         resumed_from = start
+        policy = greedy_policy(agent.actor, config)
         t0 = time.perf_counter()
 
         def wall() -> float:
