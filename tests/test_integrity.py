@@ -299,16 +299,30 @@ def test_a_usage_error_fails_the_run_at_once_and_the_others_are_still_claimed(tm
     assert runs.loc[1, "status"] == QUEUED and runs.loc[1, "attempts"] == 1  # an unknown error is retried
 
 
-def test_an_unreadable_queued_config_fails_alone_and_the_next_run_is_claimed(tmp_path):
+@pytest.mark.parametrize("change", [{"key_from_the_future": 1}, {"env": 5}, {"seed": 1.5}, {"steps": 400.0},
+                                    {"hidden": "16x16"}])
+def test_an_unreadable_queued_config_fails_alone_and_the_next_run_is_claimed(tmp_path, change):
     registry = open_registry(tmp_path / "rnm.db")
     registry.enqueue([tiny_config(seed=0), tiny_config(seed=1)])
     with registry.engine.begin() as conn:
-        conn.execute(text("UPDATE runs SET config = :c WHERE seed = 0"),
-                     {"c": json.dumps({**tiny_config().to_dict(), "key_from_the_future": 1})})
+        conn.execute(text("UPDATE runs SET config = :c WHERE id = 1"),
+                     {"c": json.dumps({**tiny_config().to_dict(), **change})})
     claim = registry.claim()
-    assert claim is not None and claim.config.seed == 1
-    bad = registry.runs_frame().set_index("seed").loc[0]
-    assert bad["status"] == FAILED and "key_from_the_future" in bad["error"]
+    assert claim is not None and claim.run_id == 2
+    bad = registry.runs_frame().set_index("run_id").loc[1]
+    assert bad["status"] == FAILED and bad["attempts"] == 1 and next(iter(change)) in bad["error"]
+
+
+def test_a_queued_run_too_large_for_this_machine_fails_at_claim(tmp_path):
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config(seed=0, buffer_size=2_000_000_000, steps=2_000_000_000)])
+
+    def never(config, run_dir, sink, **kwargs):
+        raise AssertionError("a run that cannot fit must not start")
+
+    registry, calls = run_work_with(tmp_path, never, runs=0)
+    run = registry.runs_frame().iloc[0]
+    assert run["status"] == FAILED and run["attempts"] == 1 and "this machine has" in run["error"]
 
 
 def test_illegal_moves_raise_instead_of_answering_as_a_lost_race(tmp_path):

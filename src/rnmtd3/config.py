@@ -113,9 +113,17 @@ class RunConfig:
         if missing:
             raise UsageError(f"config lacks {', '.join(sorted(missing))}")
         values = dict(data)
+        for key, value in values.items():
+            if key not in ("pattern", "hidden") and not _json_type_ok(key, value):
+                raise UsageError(f"bad stored value {key}={value!r}: expected {_json_type(key).__name__}")
+            if _json_type(key) is float:
+                values[key] = float(value)  # 1 and 1.0 are one value, and one identity
         values["pattern"] = Pattern.parse(values["pattern"])
         if "hidden" in values:
-            values["hidden"] = tuple(int(h) for h in values["hidden"])
+            hidden = values["hidden"]
+            if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
+                raise UsageError(f"bad stored value hidden={hidden!r}: expected a list of widths")
+            values["hidden"] = tuple(hidden)
         return RunConfig(**values)
 
     def to_json(self) -> str:
@@ -158,6 +166,20 @@ def canonical(config: RunConfig) -> RunConfig:
     if not config.pattern.is_dense:
         return config
     return config.replace(**{key: _FIELDS[key].default for key in SPARSITY_KEYS})
+
+
+def _json_type(key: str) -> type:
+    return type(_FIELDS[key].default) if key not in ("env", "seed") else (str if key == "env" else int)
+
+
+def _json_type_ok(key: str, value: Any) -> bool:
+    """A stored value of the key's type: an int where an int is meant (not 1.5, not true), any number for a float."""
+    kind = _json_type(key)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def json_value(value: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Callable
 from .errors import DatabaseError, IncompleteCurve, RnmError, TransientDatabaseError, UsageError
 from .registry import Claim, Registry, open_registry
 from .registry.engine import resolve_url, sqlite_path
-from .resources import spare_cores
+from .resources import check_runs_fit, spare_cores
 
 POLL_S = 2.0
 MAX_IDLE_WAIT_S = 60.0
@@ -213,6 +213,7 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
             sink.announce("claimed", 0)
             try:
                 registry.record_attempt(claim, collect(torch.get_num_threads()))
+                check_runs_fit([claim.config])  # queued elsewhere or by an older rnm: fails at once if it cannot fit
                 result = train(claim.config, run_dir, sink, background_eval=background_eval,
                                owner=owner_of(claim.config, database_id, claim.run_id))
                 if result.finished:
