@@ -346,3 +346,18 @@ def test_run_workers_exits_non_zero_and_counts_the_failed_runs(tmp_path):
     assert result.returncode == 1, describe(result)
     assert "1 run(s) failed: 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_dead_pid_of_another_pid_namespace_is_not_taken_for_a_dead_worker(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: this pid is free, as a worker in another container's namespace could be using it
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue([tiny_config(seed=0), tiny_config(seed=1)])
+    mine, theirs = registry.claim(pid=dead.pid), registry.claim(pid=dead.pid)
+    with registry.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET worker_ns = 'another-boot/4026531836' WHERE id = :id"),
+                     {"id": theirs.run_id})
+    assert registry.expire_dead_local() == [mine.run_id]

@@ -1,4 +1,5 @@
-"""integrity: database identity, per-attempt provenance, failure back-off, and run hashes that survive new keys
+"""integrity: database identity, per-attempt provenance, failure back-off, worker pid namespaces, and run hashes that
+survive new keys
 
 Revision ID: 0003
 Revises: 0002
@@ -68,6 +69,7 @@ def upgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('retry_at', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('transient_failures', sa.Integer(), server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('worker_ns', sa.String(length=64), nullable=True))
 
     conn = op.get_bind()
     runs = sa.table('runs', sa.column('id', sa.Integer), sa.column('config', sa.Text),
@@ -89,6 +91,7 @@ def downgrade() -> None:
         full = hashlib.sha256(json.dumps(json.loads(config), sort_keys=True, separators=(",", ":")).encode())
         conn.execute(runs.update().where(runs.c.id == run_id).values(config_hash=full.hexdigest()[:32]))
     with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_column('worker_ns')
         batch_op.drop_column('transient_failures')
         batch_op.drop_column('retry_at')
     with op.batch_alter_table('attempts', schema=None) as batch_op:

@@ -30,6 +30,7 @@ class Run(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     worker_host: Mapped[str | None] = mapped_column(String(255))
     worker_pid: Mapped[int | None] = mapped_column(Integer)
+    worker_ns: Mapped[str | None] = mapped_column(String(64))  # boot and pid namespace the pid belongs to
     claim_token: Mapped[str | None] = mapped_column(String(36))
     lease_expires: Mapped[float | None] = mapped_column(Float)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)

@@ -173,6 +173,7 @@ class Registry:
                 update(Run)
                 .where(Run.id == candidate.scalar_subquery())
                 .values(status=RUNNING, attempts=Run.attempts + 1, worker_host=host, worker_pid=pid,
+                        worker_ns=pid_namespace(),
                         claim_token=token, lease_expires=now + lease_s, heartbeat_at=now, retry_at=None,
                         started_at=func.coalesce(Run.started_at, now))
                 .returning(Run.id, Run.config, Run.attempts, Run.checkpoint)
@@ -220,11 +221,16 @@ class Registry:
         return True
 
     def expire_dead_local(self, host: str | None = None) -> list[int]:
-        """Expire the leases of runs held by processes of this host that no longer exist, so they are claimable now."""
+        """Expire the leases of runs held by processes of this host that no longer exist, so they are claimable now.
+
+        Only pids of this boot and pid namespace are judged: a container on the same host name (or a cloned node)
+        has pids of its own, and its runs wait for their lease instead.
+        """
         host = host or socket.gethostname()
         with self._tx() as session:
             held = session.execute(
-                select(Run.id, Run.worker_pid, Run.claim_token).where(Run.status == RUNNING, Run.worker_host == host)
+                select(Run.id, Run.worker_pid, Run.claim_token)
+                .where(Run.status == RUNNING, Run.worker_host == host, Run.worker_ns == pid_namespace())
             ).all()
             dead = [r for r in held if r.worker_pid is not None and not _pid_alive(r.worker_pid)]
             for r in dead:
@@ -466,6 +472,16 @@ def _backoff(repeats) -> ColumnElement[float]:
     """BACKOFF_S * 2**repeats, at most MAX_BACKOFF_S, as SQL (SQLite has no power() in every build)."""
     steps = [(repeats == k, literal(min(BACKOFF_S * 2 ** k, MAX_BACKOFF_S))) for k in range(MAX_TRANSIENT + 1)]
     return case(*steps, else_=literal(MAX_BACKOFF_S))
+
+
+def pid_namespace() -> str:
+    """This process's boot and pid namespace ('<boot id>/<namespace inode>'): pids mean something only within it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"[:64]
+    except OSError:  # no /proc (macOS): the host name is all there is
+        return ""
 
 
 def _pid_alive(pid: int) -> bool:
