@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..config import RunConfig
+from ..config import DB_INT_MAX, RunConfig
 from ..errors import IncompleteCurve, RnmError, UsageError
 from ..provenance import KEYS as PROVENANCE_KEYS
 from .engine import open_engine, read_only_engine, safe_url, sqlite_path
@@ -363,7 +363,7 @@ class Registry:
             transient_failures=0)
         with self._tx() as session:
             if run_ids is not None:
-                ids = list(run_ids)
+                ids = list(dict.fromkeys(run_ids))
                 self._require(session, ids, allowed, "retried (only failed or cancelled runs can be)")
                 stmt = stmt.where(Run.id.in_(ids))
             return session.execute(stmt).rowcount
@@ -377,21 +377,24 @@ class Registry:
                                                                lease_expires=None)
         with self._tx() as session:
             if run_ids is not None:
-                ids = list(run_ids)
-                hint = "" if include_running else " (a running run needs --running)"
-                self._require(session, ids, states, f"cancelled{hint}")
+                ids = list(dict.fromkeys(run_ids))
+                self._require(session, ids, states, "cancelled", "" if include_running else
+                              " (a running run needs --running)")
                 stmt = stmt.where(Run.id.in_(ids))
             return session.execute(stmt).rowcount
 
     @staticmethod
-    def _require(session: Session, ids: list[int], states: tuple[str, ...], verb: str) -> None:
-        found = {row.id: row.status for row in session.execute(select(Run.id, Run.status).where(Run.id.in_(ids)))}
+    def _require(session: Session, ids: list[int], states: tuple[str, ...], verb: str, running_hint: str = "") -> None:
+        """Refuse ids that do not exist or whose runs are not in `states`, naming each."""
+        storable = [i for i in ids if 0 < i <= DB_INT_MAX]
+        found = {row.id: row.status for row in session.execute(select(Run.id, Run.status).where(Run.id.in_(storable)))}
         unknown = [i for i in ids if i not in found]
         if unknown:
             raise UsageError(f"no run {', '.join(map(str, unknown))} in this database (`rnm export runs` lists them)")
-        wrong = [f"{i} is {found[i]}" for i in ids if found[i] not in states]
+        wrong = [i for i in ids if found[i] not in states]
         if wrong:
-            raise UsageError(f"run {'; run '.join(wrong)}: cannot be {verb}")
+            hint = running_hint if any(found[i] == RUNNING for i in wrong) else ""
+            raise UsageError("; ".join(f"run {i} is {found[i]}" for i in wrong) + f": cannot be {verb}{hint}")
 
     # -- reading ----------------------------------------------------------------------------------
     def runs_frame(self) -> pd.DataFrame:
