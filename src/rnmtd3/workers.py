@@ -27,6 +27,7 @@ from .resources import check_runs_fit, spare_cores
 POLL_S = 2.0
 MAX_IDLE_WAIT_S = 60.0
 OUTAGE_WAIT_S = 5.0
+PARENT_CHECK_S = 1.0
 MAX_OUTAGES = 10
 """Consecutive database outages a worker waits out (about 25 minutes in all) before it gives up."""
 TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM}
@@ -253,11 +254,20 @@ def _process_main(db: str, worker: int, updates: mp.Queue, artifacts: str, lease
                   threads: int, background_eval: bool) -> None:
     """Entry of a spawned worker: one torch thread; the parent's SIGTERM means 'checkpoint and hand the run back',
     its SIGUSR1 'hand it back now'. A terminal's Ctrl-C reaches the whole process group, so workers ignore SIGINT
-    and let the parent decide, which keeps the order of the two requests unambiguous."""
+    and let the parent decide, which keeps the order of the two requests unambiguous. A parent that dies (kill -9)
+    counts as SIGTERM: no worker goes on unseen, beyond the reach of the next `run-workers` and its Ctrl-C."""
     import torch
 
     torch.set_num_threads(threads)
     stop = threading.Event()
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while not stop.wait(PARENT_CHECK_S):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
 
     def on_term(signum, frame):  # noqa: ARG001
         stop.set()
