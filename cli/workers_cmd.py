@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -20,6 +20,9 @@ from rnmtd3.workers import WorkerPool, WorkerUpdate, default_artifacts
 
 from .common import DbOption, err, fmt_duration
 
+MAX_LEASE_S = 86_400.0
+"""A day: a longer silence is a dead worker, and the heartbeat waits lease/4 in a timer that must not overflow."""
+
 
 def register(app: typer.Typer) -> None:
     app.command("run-workers")(run_workers)
@@ -30,7 +33,8 @@ def run_workers(
     threads_per_worker: int = typer.Option(1, help="torch threads per worker"),
     wait: bool = typer.Option(False, "--wait", help="keep polling for new work instead of exiting when idle"),
     artifacts: Optional[Path] = typer.Option(None, help="checkpoint folder (default: rnm-artifacts/ beside the db)"),
-    lease: float = typer.Option(60.0, help="seconds a silent worker keeps its run before others take it over"),
+    lease: float = typer.Option(60.0, help="seconds a silent worker keeps its run before others take it over "
+                                "(10 to 86400)"),
     ray: Optional[str] = typer.Option(None, "--ray", help="run the workers as Ray tasks: a cluster ADDRESS, "
                                       "'auto' (a running cluster) or 'local' (start one here)"),
     db: Optional[str] = DbOption,
@@ -38,8 +42,8 @@ def run_workers(
     """Drain the queue with N worker processes; Ctrl-C checkpoints every run and hands it back to the queue."""
     if jobs < 1 or threads_per_worker < 1:
         raise UsageError("-j and --threads-per-worker must be at least 1")
-    if not math.isfinite(lease) or lease < 10:
-        raise UsageError(f"bad --lease {lease}: give a number of seconds, at least 10")
+    if not 10 <= lease <= MAX_LEASE_S:  # NaN fails both comparisons
+        raise UsageError(f"bad --lease {lease}: give a number of seconds from 10 to {MAX_LEASE_S:.0f} (a day)")
     registry = open_registry(db, create=False)
     if ray is not None:  # Ray workers run on the cluster's nodes: plan against their memory, not this machine's
         from rnmtd3.ray_workers import connect
@@ -48,8 +52,11 @@ def run_workers(
     else:
         check_memory(registry, jobs, threads_per_worker)
     folder = prepare_out_dir(artifacts or default_artifacts(db), "--artifacts")
+    failed_before = set(_failed(registry))
     if ray is not None:
-        _run_on_ray(ray, db, jobs, folder, lease, wait, threads_per_worker, registry)
+        died = _run_on_ray(ray, db, jobs, folder, lease, wait, threads_per_worker, registry)
+        if _report_failed(registry, failed_before) or died:
+            raise typer.Exit(1)
         return
     pool = WorkerPool(db, jobs, folder, lease, wait=wait, threads=threads_per_worker)
     board = Board(jobs)
@@ -77,20 +84,23 @@ def run_workers(
         for update in pool.poll(0.1):
             board.apply(update)
         board.refresh_counts(registry)
+        died = board.exited(pool.join())
         live.update(board.render(registry))
-    codes = pool.join()
     err.print()
-    for line in board.log:
+    for line in board.log + died:
         err.print(line)
-    died = [f"worker {i} died ({_exit_reason(code)})" for i, code in enumerate(codes) if code not in (0, None)]
-    for line in died:
-        err.print(line)
-    failed = board.failed_runs(registry)
+    if _report_failed(registry, failed_before) or (died and not stopping["count"]):
+        raise typer.Exit(1)
+
+
+def _report_failed(registry, before: set[int]) -> bool:
+    """Say which runs turned failed while this invocation ran: those its workers failed, and those the registry
+    failed at a claim (an unreadable config, a worker lost on its last attempt), which no worker reports."""
+    failed = sorted(set(_failed(registry)) - before)
     if failed:
         err.print(f"{len(failed)} run(s) failed: {', '.join(map(str, failed))}; `rnm status` shows why, `rnm retry` "
                   "queues them again")
-    if failed or (died and not stopping["count"]):
-        raise typer.Exit(1)
+    return bool(failed)
 
 
 def _exit_reason(code: int) -> str:
@@ -102,11 +112,11 @@ def _exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
-def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: bool, threads: int, registry) -> None:
-    """Ray places the workers; the display shows the registry's counts, since Ray tasks send no updates."""
+def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: bool, threads: int, registry) -> bool:
+    """Ray places the workers; the display shows the registry's counts, since Ray tasks send no updates.
+    True when a task died."""
     from rnmtd3.ray_workers import RayPool
 
-    failed_before = set(_failed(registry))
     pool = RayPool(address, db, jobs, folder, lease, wait=wait, threads=threads)
     board = Board(0)
     signal.signal(signal.SIGINT, lambda signum, frame: pool.stop())
@@ -117,13 +127,13 @@ def _run_on_ray(address: str, db, jobs: int, folder: Path, lease: float, wait: b
                 pool.wait(2.0)
                 board.refresh_counts(registry)
                 live.update(board.render(registry))
-        err.print(f"{pool.finished()} run(s) finished by {jobs} Ray worker(s)")
+        finished, dead = pool.outcome()
     finally:
         pool.shutdown()
-    failed = sorted(set(_failed(registry)) - failed_before)  # Ray tasks send no updates: what failed meanwhile
-    if failed:
-        err.print(f"{len(failed)} run(s) failed: {', '.join(map(str, failed))}; `rnm status` shows why")
-        raise typer.Exit(1)
+    err.print(f"{finished} run(s) finished by {jobs} Ray worker(s)")
+    for line in dead:
+        err.print(line)
+    return bool(dead)
 
 
 def _failed(registry) -> list[int]:
@@ -139,19 +149,22 @@ class Board:
         self.rows: dict[int, WorkerUpdate] = {i: WorkerUpdate(i, "starting") for i in range(jobs)}
         self.counts: dict[str, int] = {}
         self.log: list[str] = []
-        self.worked_on: set[int] = set()
 
     def apply(self, update: WorkerUpdate) -> None:
         self.rows[update.worker] = update
-        if update.run_id is not None:
-            self.worked_on.add(update.run_id)
         if update.state in ("finished", "failed", "released", "lost") or (update.state == "exited" and update.message):
             ret = f", return {update.last_return:.1f}" if update.last_return is not None else ""
             self.log.append(f"worker {update.worker}: {update.state} {update.label}{ret} {update.message}".rstrip())
 
-    def failed_runs(self, registry) -> list[int]:
-        """The runs these workers held that ended failed."""
-        return sorted(set(_failed(registry)) & self.worked_on)
+    def exited(self, codes: list[int | None]) -> list[str]:
+        """Mark the rows of workers that died (a non-zero exit code, or a signal) and say so in one line each: a
+        dead worker sends no last update, so its row would still show its last progress as if it were alive."""
+        died = []
+        for worker, code in enumerate(codes):
+            if code not in (0, None):
+                self.rows[worker] = dataclasses.replace(self.rows[worker], state="died")
+                died.append(f"worker {worker} died ({_exit_reason(code)})")
+        return died
 
     def refresh_counts(self, registry) -> None:
         runs = registry.runs_frame()

@@ -38,11 +38,25 @@ def humanoid_db(tmp_path):
     registry.close()
 
 
-def test_a_worker_needs_its_largest_run_plus_its_processes(humanoid_db):
-    humanoid = resources.run_memory(make_config("Humanoid-v5", "2:4", 0, {}), 348, 17)
-    alone = resources.worker_memory(humanoid_db)
-    assert alone == humanoid
-    assert resources.worker_memory(humanoid_db, eval_helper=True) == alone + resources.PROCESS_OVERHEAD
+HUMANOID = resources.run_memory(make_config("Humanoid-v5", "2:4", 0, {}), 348, 17)
+HOPPER = resources.run_memory(make_config("Hopper-v5", "2:4", 0, {}), 11, 3)
+
+
+def more_humanoids(registry, count: int) -> None:
+    registry.enqueue([make_config("Humanoid-v5", "2:4", seed, {}) for seed in range(1, count + 1)])
+
+
+def test_the_plan_knows_each_claimable_runs_memory(humanoid_db):
+    assert sorted(resources.run_needs(humanoid_db)) == sorted([HUMANOID, HOPPER])
+
+
+def test_a_worker_with_an_evaluation_helper_needs_one_process_more(humanoid_db, monkeypatch):
+    monkeypatch.setattr(resources, "available_memory", lambda: 2 * HUMANOID)
+    monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: False)
+    resources.check_memory(humanoid_db, 2)
+    monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: True)
+    with pytest.raises(UsageError, match=r"at most 1 worker\(s\) fit"):
+        resources.check_memory(humanoid_db, 2)
 
 
 def test_a_run_that_cannot_be_read_does_not_stop_the_plan(tmp_path, humanoid_db):
@@ -50,8 +64,7 @@ def test_a_run_that_cannot_be_read_does_not_stop_the_plan(tmp_path, humanoid_db)
     with closing(sqlite3.connect(tmp_path / "plan.db")) as conn, conn:
         conn.execute("""UPDATE runs SET config = '{"env": "Humanoid-v5", "pattern": "2:4", "seed": 0, "bogus": 1}'
                         WHERE env = 'Humanoid-v5'""")
-    hopper = resources.run_memory(make_config("Hopper-v5", "2:4", 0, {}), 11, 3)
-    assert resources.worker_memory(humanoid_db) == hopper
+    assert resources.run_needs(humanoid_db) == [HOPPER]
 
 
 def test_a_run_holds_its_replay_buffer_twice_and_its_networks():
@@ -71,6 +84,7 @@ def test_a_run_holds_its_replay_buffer_twice_and_its_networks():
 def test_a_plan_that_does_not_fit_is_refused_with_how_many_would(humanoid_db, monkeypatch):
     monkeypatch.setattr(resources, "available_memory", lambda: 20 * GIB)
     monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: False)
+    more_humanoids(humanoid_db, 4)
     resources.check_memory(humanoid_db, 3)  # 3 x 6.2 GiB fits in 20
     with pytest.raises(UsageError, match=r"at most 3 worker\(s\) fit"):
         resources.check_memory(humanoid_db, 4)
@@ -79,7 +93,8 @@ def test_a_plan_that_does_not_fit_is_refused_with_how_many_would(humanoid_db, mo
 def test_a_ray_plan_is_checked_against_the_cluster_not_this_machine(humanoid_db, monkeypatch):
     monkeypatch.setattr(resources, "available_memory", lambda: GIB)  # the driver could not hold one worker
     monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: True)  # Ray tasks have no helper anyway
-    need = resources.worker_memory(humanoid_db)
+    more_humanoids(humanoid_db, 63)
+    need = HUMANOID
     four_nodes = resources.Memory(4 * 16 * GIB, 16 * GIB, "available to tasks on the Ray cluster")
     resources.check_memory(humanoid_db, 8, cluster=four_nodes)
     with pytest.raises(UsageError, match=rf"at most {4 * 16 * GIB // need} worker\(s\) fit"):
@@ -89,6 +104,31 @@ def test_a_ray_plan_is_checked_against_the_cluster_not_this_machine(humanoid_db,
         resources.check_memory(humanoid_db, 1, cluster=many_small)
     with pytest.raises(UsageError, match=r"GiB is available; at most 0 worker"):
         resources.check_memory(humanoid_db, 1)
+
+
+def test_only_as_many_workers_as_claimable_runs_are_planned(tmp_path, monkeypatch):
+    """One queued Ant run: whatever -j says, one worker holds it and the others find nothing to claim."""
+    monkeypatch.setattr(resources, "available_memory", lambda: 4 * GIB)
+    monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: False)
+    with open_registry(tmp_path / "ant.db") as registry:
+        registry.enqueue([make_config("Ant", "2:4", 0, {})])
+        resources.check_memory(registry, 40)
+        registry.enqueue([make_config("Ant", "2:4", seed, {}) for seed in (1, 2)])
+        with pytest.raises(UsageError, match=r"^3 of the 40 workers \(one per claimable run\) need .* at most 1 "):
+            resources.check_memory(registry, 40)
+
+
+def test_a_run_too_large_for_this_machine_alone_does_not_stop_the_plan(humanoid_db, monkeypatch):
+    """A run that an older rnm queued without check_runs_fit: its claim fails it, the plan is for the others."""
+    monkeypatch.setattr(resources, "total_memory", lambda: 16 * GIB)
+    monkeypatch.setattr(resources, "available_memory", lambda: 8 * GIB)
+    monkeypatch.setattr(resources, "spare_cores", lambda jobs, threads: False)
+    huge = make_config("Ant", "2:4", 0, {"steps": 10**9, "buffer_size": 10**9})
+    with pytest.raises(UsageError, match="this machine has 16.0 GiB"):
+        resources.check_runs_fit([huge])
+    humanoid_db.enqueue([huge])
+    assert sorted(resources.run_needs(humanoid_db, fits=16 * GIB)) == sorted([HUMANOID, HOPPER])
+    resources.check_memory(humanoid_db, 1)
 
 
 def test_the_cluster_memory_is_the_sum_over_live_nodes():
@@ -105,6 +145,7 @@ def test_the_cluster_memory_is_the_sum_over_live_nodes():
 
 
 def test_run_workers_refuses_an_oversized_plan_before_claiming(tmp_path, humanoid_db):
+    more_humanoids(humanoid_db, 998)
     result = rnm(["run-workers", "-j", "1000", "--db", str(tmp_path / "plan.db")], tmp_path)
     assert_usage_error(result, "1000 workers need", "worker(s) fit")
     assert set(humanoid_db.runs_frame()["status"]) == {QUEUED}

@@ -4,9 +4,14 @@ folder that cannot be written is one line at the start, not a traceback an hour 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from .errors import UsageError
+
+MIN_FREE_BYTES = 2**20
+"""Below this, a filesystem is full for rnm's purpose: a checkpoint would fail at once, and a worker would back
+off for hours instead of saying so."""
 
 
 def prepare_out_dir(out: Path, option: str = "--out") -> Path:
@@ -21,6 +26,9 @@ def prepare_out_dir(out: Path, option: str = "--out") -> Path:
         raise UsageError(f"{option} {out} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {out} cannot be written (no write permission on {parent})")
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"{option} {out} is on a full filesystem ({free:,} bytes free): free some space first")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # /proc, /sys, a read-only mount: access() said yes, the filesystem says no

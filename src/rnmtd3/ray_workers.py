@@ -7,6 +7,8 @@ plain `rnm run-workers` process can drain one queue side by side.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from .errors import UsageError
 from .registry import resolve_url
 from .resources import Memory
 from .workers import work
+
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _import_ray():
@@ -35,6 +39,13 @@ def connect(address: str, jobs: int) -> Memory:
 
 
 def _init(address: str, jobs: int):
+    if address == "local":
+        # Nothing may listen on a network port (MISSION.md section 4). Ray binds its servers to the node's address,
+        # and it replaces a loopback one by the machine's network address unless this switch (meant for a
+        # single-machine Ray on macOS and Windows) is off. It is read when ray is imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    else:
+        _check_reachable(address)
     ray = _import_ray()
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
@@ -46,6 +57,19 @@ def _init(address: str, jobs: int):
             except ConnectionError as exc:
                 raise UsageError(f"cannot reach a Ray cluster at --ray {address}: {exc}") from None
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Ray retries an address that does not answer for minutes, printing raw gRPC errors; a TCP connect to a
+    HOST:PORT address tells at once. Other addresses ('auto') are Ray's to resolve."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 65535
+        raise UsageError(f"cannot reach a Ray cluster at --ray {address}: {getattr(exc, 'strerror', None) or exc}"
+                         ) from None
 
 
 def cluster_memory(ray) -> Memory:
@@ -84,15 +108,20 @@ class RayPool:
         for ref in self.refs:
             self.ray.cancel(ref, force=False)
 
-    def finished(self) -> int:
-        """Runs finished by all tasks (tasks that failed count 0)."""
-        total = 0
-        for ref in self.refs:
+    def outcome(self) -> tuple[int, list[str]]:
+        """Runs finished by all tasks, and one line for each task that died (its process killed, or an error out
+        of `work`) instead of returning. A task cancelled by `stop` did not die: it handed its run back."""
+        finished, dead = 0, []
+        for i, ref in enumerate(self.refs):
             try:
-                total += self.ray.get(ref)
-            except Exception:  # noqa: BLE001 - a cancelled or crashed task finished nothing more
+                finished += self.ray.get(ref)
+            except self.ray.exceptions.TaskCancelledError:
                 continue
-        return total
+            except self.ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the task's own exception
+                first = next(iter(str(cause).strip().splitlines()), "")
+                dead.append(f"Ray worker {i} died: {type(cause).__name__}: {first}")
+        return finished, dead
 
     def shutdown(self) -> None:
         self.ray.shutdown()

@@ -85,40 +85,47 @@ def check_runs_fit(configs: Iterable[RunConfig]) -> None:
                          f"as a checkpoint copies it) but this machine has {have / GIB:.1f} GiB; {fix}")
 
 
-def worker_memory(registry: Registry, eval_helper: bool = False) -> int:
-    """Peak memory one worker may need for the claimable runs: its largest run, plus its evaluation helper's
-    process where it has one.
+def run_needs(registry: Registry, fits: int | None = None) -> list[int]:
+    """Peak memory of each run a worker may claim: queued, or running (taken over if its worker dies).
 
-    A run whose stored config no longer reads, or whose env cannot be made here, is left out: its claim fails it
-    with that reason, and it must not stop the plan for the others.
+    Left out, so that they never stop the plan for the others: a run whose stored config no longer reads or whose
+    env cannot be made here, and one that needs more than `fits` bytes (this machine's memory: check_runs_fit
+    refuses it). Their claim fails them with the reason.
     """
     runs = registry.runs_frame()
-    pending = runs[runs["status"].isin(["queued", "running"])]
-    largest = PROCESS_OVERHEAD
-    for config_json in pending["config"]:
+    needs = []
+    for config_json in runs.loc[runs["status"].isin(["queued", "running"]), "config"]:
         try:
             config = RunConfig.from_dict(json.loads(config_json))
-            largest = max(largest, run_memory(config, *env_dims(config.env)))
+            need = run_memory(config, *env_dims(config.env))
         except (ValueError, TypeError):  # UsageError is a ValueError
             continue
-    return largest + (PROCESS_OVERHEAD if eval_helper else 0)
+        if fits is None or need <= fits:
+            needs.append(need)
+    return needs
 
 
 def check_memory(registry: Registry, jobs: int, threads: int = 1, cluster: Memory | None = None) -> None:
-    """Refuse a plan whose workers cannot all hold their largest run, saying how many would fit.
+    """Refuse a plan whose busy workers cannot all hold the largest run, saying how many would fit.
 
-    `cluster` is a Ray cluster's memory (ray_workers.connect): Ray places the workers on its nodes, so the driver's
-    memory says nothing about the plan, and Ray tasks evaluate inline, without a helper process. Without it the
-    workers are processes on this machine, planned against its available memory.
+    A run is held by one worker at a time, so only min(jobs, claimable runs) workers can be busy at once. `cluster`
+    is a Ray cluster's memory (ray_workers.connect): Ray places the workers on its nodes, so the driver's memory
+    says nothing about the plan, and Ray tasks evaluate inline, without a helper process. Without it the workers
+    are processes on this machine, planned against its available memory.
     """
     if cluster is None:
         have = available_memory()
-        memory, helper = Memory(have, have, "available"), spare_cores(jobs, threads)
-    else:
-        memory, helper = cluster, False
-    need = worker_memory(registry, eval_helper=helper)
-    if jobs * need > memory.total:
-        raise UsageError(f"{jobs} workers need up to {jobs * need / GIB:.1f} GiB ({need / GIB:.2f} GiB each, "
+        memory, helper, machine = Memory(have, have, "available"), spare_cores(jobs, threads), total_memory()
+    else:  # the driver cannot know the nodes' total memory, which the claim of an oversized run checks
+        memory, helper, machine = cluster, False, None
+    needs = run_needs(registry, fits=machine)
+    workers = min(jobs, len(needs))
+    if not workers:  # nothing to claim: the workers exit (or, with --wait, idle) at once
+        return
+    need = max(needs) + (PROCESS_OVERHEAD if helper else 0)
+    if workers * need > memory.total:
+        busy = f"{jobs} workers" if workers == jobs else f"{workers} of the {jobs} workers (one per claimable run)"
+        raise UsageError(f"{busy} need up to {workers * need / GIB:.1f} GiB ({need / GIB:.2f} GiB each, "
                          f"mostly replay buffers) but {memory.total / GIB:.1f} GiB is {memory.where}; at most "
                          f"{memory.total // need} worker(s) fit (or lower buffer_size)")
     if need > memory.largest:  # only where the memory is spread over several nodes
