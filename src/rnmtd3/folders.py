@@ -26,8 +26,9 @@ def prepare_out_dir(out: Path, option: str = "--out") -> Path:
         raise UsageError(f"{option} {out} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {out} cannot be written (no write permission on {parent})")
-    free = shutil.disk_usage(parent).free
-    if free < MIN_FREE_BYTES:
+    usage = shutil.disk_usage(parent)
+    free = usage.free
+    if usage.total and free < MIN_FREE_BYTES:  # total 0: /proc, /sys, where mkdir itself says what is wrong
         raise UsageError(f"{option} {out} is on a full filesystem ({free:,} bytes free): free some space first")
     try:
         out.mkdir(parents=True, exist_ok=True)
