@@ -94,6 +94,16 @@ def test_copies_made_before_any_worker_ran_take_identities_of_their_own_and_a_mo
         assert registry.database_id == ids["a.db"]
 
 
+def test_a_copy_whose_original_was_renamed_still_has_an_identity_of_its_own(tmp_path):
+    queue_tiny(tmp_path / "a.db", tmp_path)
+    with open_registry(tmp_path / "a.db") as registry:
+        original = registry.database_id
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    (tmp_path / "a.db").rename(tmp_path / "a-old.db")
+    with open_registry(tmp_path / "b.db") as copy, open_registry(tmp_path / "a-old.db") as renamed:
+        assert copy.database_id != original and renamed.database_id == original
+
+
 def test_a_foreign_resume_state_is_never_resumed_from(tmp_path):
     config = tiny_config(steps=400)
     mine, theirs = (ckpt.owner_of(config, db, 1) for db in ("a" * 32, "b" * 32))

@@ -73,7 +73,8 @@ def load(path: Path) -> dict[str, Any]:
         raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
         detail = " ".join(str(exc).split()[:40]) or "no detail (an empty or truncated file?)"
-        raise RnmError(f"cannot load checkpoint {path}: {exc.__class__.__name__}: {detail}") from None
+        raise RnmError(f"cannot load checkpoint {path} (corrupt or truncated): {exc.__class__.__name__}: {detail}") \
+            from None
 
 
 def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:

@@ -29,7 +29,8 @@ def prepare_out_dir(out: Path, option: str = "--out") -> Path:
     usage = shutil.disk_usage(parent)
     free = usage.free
     if usage.total and free < MIN_FREE_BYTES:  # total 0: /proc, /sys, where mkdir itself says what is wrong
-        raise UsageError(f"{option} {out} is on a full filesystem ({free:,} bytes free): free some space first")
+        raise UsageError(f"{option} {out} is on a filesystem with {free:,} bytes free, less than the 1 MiB rnm needs "
+                         "to start: free some space first")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # /proc, /sys, a read-only mount: access() said yes, the filesystem says no

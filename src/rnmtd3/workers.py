@@ -93,7 +93,8 @@ class RegistrySink:
 
     def on_start(self, step: int, note: str | None) -> None:
         if step == 0 and note is None and self.claim.checkpoint:
-            note = f"checkpoint {self.claim.checkpoint} {_why_unused(Path(self.claim.checkpoint))}; restarted from step 0"
+            why = _why_unused(Path(self.claim.checkpoint), self.registry.database_id)
+            note = f"checkpoint {self.claim.checkpoint} {why}; restarted from step 0"
         if not self.registry.begin_attempt(self.claim, step, note):
             raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
         self.step = step
@@ -151,11 +152,15 @@ def _database_folder(database_id: str) -> str:
     return f"db-{database_id[:12]}"
 
 
-def _why_unused(checkpoint: Path) -> str:
+def _why_unused(checkpoint: Path, database_id: str) -> str:
     if not checkpoint.parent.is_dir():
         return f"is not reachable from {socket.gethostname()}"
-    if checkpoint.parent.parent.name.startswith("db-"):
+    folder = checkpoint.parent.parent.name
+    if folder == _database_folder(database_id):
         return "is gone"
+    if folder.startswith("db-"):
+        return ("belongs to another database identity (this file is a copy of that database, or was restored or "
+                "moved to another disk)")
     return "is in a folder shared by every database (written before rnm kept one folder per database)"
 
 
@@ -227,7 +232,7 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
                 break
             except Exception as exc:  # noqa: BLE001 - every failure of a run is recorded, by its kind
                 kind = classify(exc)
-                detail = one_line(exc) if kind == "permanent" else traceback.format_exc()
+                detail = traceback.format_exc() if kind == "error" else one_line(exc)  # a surprise keeps its trace
                 try:
                     registry.fail(claim, detail, permanent=kind == "permanent", transient=kind == "transient")
                 except DatabaseError:  # the database itself is gone: the lease expires and the run is taken over

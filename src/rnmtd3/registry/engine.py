@@ -247,7 +247,7 @@ def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
             raise DatabaseError(f"cannot read database {path}: {error.strerror}") from None
         if head != SQLITE_MAGIC:
             raise DatabaseError(f"{path} is not an rnm database (not a SQLite file); give another --db")
-        reader = read_only_engine(url, path)
+        reader = _read_only_engine(url, path)
         try:
             _check_schema(url, reader, create)
         finally:
@@ -261,7 +261,7 @@ def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
                             "files; make the folder writable or give --db a copy in a writable folder")
 
 
-def read_only_engine(url: str, path: Path) -> Engine:
+def _read_only_engine(url: str, path: Path) -> Engine:
     """An engine that reads `path` and writes nothing, beside it either.
 
     `mode=ro` alone still creates -wal and -shm files beside a database in WAL mode, so the file is also opened

@@ -11,20 +11,18 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 from sqlalchemy import Engine, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import DB_INT_MAX, RunConfig
 from ..errors import IncompleteCurve, RnmError, UsageError
 from ..provenance import KEYS as PROVENANCE_KEYS
-from .engine import open_engine, read_only_engine, safe_url, sqlite_path
+from .engine import open_engine, safe_url, sqlite_path
 from .models import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Attempt, Evaluation, RegistryInfo, Run, TrainStat
 
 DEFAULT_LEASE_S = 60.0
@@ -66,25 +64,26 @@ class Registry:
     def settle_identity(self) -> str:
         """This database's own identity (a UUID made with it): run folders and checkpoints carry it.
 
-        A SQLite file records its path: a copy (`cp pilot.db final.db`) holds the same runs and would share their
-        folders, so a file found at another path while the file at its recorded path is still this database takes
-        a new identity. A moved file (nothing left at the old path), or the same file reached by another path,
-        keeps its own. (A copy of a PostgreSQL database, made with CREATE DATABASE ... TEMPLATE, is not told apart.)
+        A SQLite file records its inode when it is made: a copy (`cp pilot.db final.db`) holds the same runs and would
+        share their folders, so a file with another inode takes a new identity, whichever of the two is opened first
+        and whatever either is renamed to. A file moved within its filesystem, or reached by another path, keeps its
+        own; one moved to another disk or restored from a backup counts as a copy (its unfinished runs restart from
+        step 0, with a note), the price of never resuming another file's checkpoints. (A copy of a PostgreSQL
+        database, made with CREATE DATABASE ... TEMPLATE, is not told apart.)
         """
         if self._database_id is None:
             path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
-            here = str(path.resolve()) if path else None
+            inode = str(path.stat().st_ino) if path is not None else None
             with self._tx() as session:
                 info = {row.key: row.value for row in session.execute(select(RegistryInfo.key, RegistryInfo.value))}
-                recorded = info.get("database_path")
-                if here is not None and recorded not in (None, here) and _is_copy_of(Path(recorded), Path(here),
-                                                                                     info["database_id"]):
-                    info["database_id"] = uuid.uuid4().hex
-                    session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_id")
-                                    .values(value=info["database_id"]))
-                if here is not None and info.get("database_path") != here:
-                    session.execute(self._insert_ignore(RegistryInfo), [{"key": "database_path", "value": here}])
-                    session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_path").values(value=here))
+                if inode is not None and info.get("database_inode") != inode:
+                    if "database_inode" in info:  # another file than the one this identity was made in
+                        info["database_id"] = uuid.uuid4().hex
+                        session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_id")
+                                        .values(value=info["database_id"]))
+                    session.execute(self._insert_ignore(RegistryInfo), [{"key": "database_inode", "value": inode}])
+                    session.execute(update(RegistryInfo).where(RegistryInfo.key == "database_inode")
+                                    .values(value=inode))
                 self._database_id = info["database_id"]
         return self._database_id
 
@@ -448,27 +447,10 @@ class Registry:
 def open_registry(db: str | os.PathLike | None = None, create: bool = True) -> Registry:
     """The registry at `db` (a path or SQLAlchemy URL; default $RNM_DB or ./rnm.db), migrated to the head.
 
-    Its identity is settled at once, so a SQLite file records its path when it is made, before it can be copied."""
+    Its identity is settled at once, so a SQLite file records its inode when it is made, before it can be copied."""
     registry = Registry(open_engine(db, create=create))
     registry.settle_identity()
     return registry
-
-
-def _is_copy_of(original: Path, here: Path, database_id: str) -> bool:
-    """True when `original` is another file than `here` and still holds the database `database_id` (read without
-    writing anything beside it)."""
-    try:
-        if not original.is_file() or os.path.samefile(original, here):
-            return False
-        engine = read_only_engine(f"sqlite:///{original}", original)
-        try:
-            with engine.connect() as conn:
-                found = conn.execute(select(RegistryInfo.value).where(RegistryInfo.key == "database_id")).scalar()
-        finally:
-            engine.dispose()
-    except (OSError, RnmError, SQLAlchemyError):  # unreadable or not an rnm database: nothing to be a copy of
-        return False
-    return found == database_id
 
 
 def _backoff(repeats) -> ColumnElement[float]:
