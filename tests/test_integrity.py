@@ -371,3 +371,29 @@ def test_a_dead_pid_of_another_pid_namespace_is_not_taken_for_a_dead_worker(tmp_
         conn.execute(text("UPDATE runs SET worker_ns = 'another-boot/4026531836' WHERE id = :id"),
                      {"id": theirs.run_id})
     assert registry.expire_dead_local() == [mine.run_id]
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_run_workers_hand_their_runs_back(tmp_path):
+    import os
+    import signal
+
+    from helpers_registry import kill_quietly, pid_alive, start_workers, wait_for
+
+    queue_tiny(tmp_path / "rnm.db", tmp_path, steps=20_000)
+    registry = open_registry(tmp_path / "rnm.db")
+    proc, _, _ = start_workers(tmp_path / "rnm.db", tmp_path, 1)
+    try:
+        def run_in(status):
+            run = registry.runs_frame().iloc[0].to_dict()
+            return run if run["status"] == status else None
+
+        worker = int(wait_for(lambda: run_in(RUNNING), timeout=120, what="the claim")["worker_pid"])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        run = wait_for(lambda: run_in(QUEUED), timeout=60, what="the run handed back")
+        wait_for(lambda: not pid_alive(worker), timeout=60, what="the orphaned worker to exit")
+    finally:
+        kill_quietly(proc)
+    assert run["attempts"] == 0  # handed back cleanly, as on Ctrl-C: the attempt does not count
+    registry.close()
