@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
+import pytest
 from sqlalchemy import update
 
+from rnm_cli.main import main
 from rnmtd3.config import RunConfig
 from rnmtd3.patterns import Pattern
 from rnmtd3.registry import Registry
@@ -51,6 +53,17 @@ def cli_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RNM_DB", "RNM_DEBUG")}
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def rnm_here(args, monkeypatch, capsys):
+    """`rnm ARGS` through the console script's entry point, in-process: (exit code, stdout, stderr)."""
+    monkeypatch.delenv("RNM_DB", raising=False)
+    monkeypatch.delenv("RNM_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["rnm", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
 
 
 def rnm(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

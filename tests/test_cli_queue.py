@@ -7,16 +7,14 @@ process, so that each costs its checks and not an import of torch.
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
 import rnmtd3.resources as resources
 from rnmtd3.registry import open_registry
 from rnmtd3.sweep import MAX_RUNS
-from rnm_cli.main import main
 
-from helpers_registry import assert_usage_error, rnm_many, snapshot, tiny_config
+from helpers_registry import assert_usage_error, rnm_here, rnm_many, snapshot, tiny_config
 
 QUEUE = ["queue", "--envs", "Hopper", "--patterns", "2:4", "--seeds", "1", "--no-baseline"]
 INT32_MAX = 2**31 - 1
@@ -32,17 +30,6 @@ def folders(tmp_path):
     registry.enqueue([tiny_config()])
     registry.close()
     return existing, fresh
-
-
-def rnm_here(args, monkeypatch, capsys):
-    """`rnm ARGS` through the console script's entry point, in-process: (exit code, stdout, stderr)."""
-    monkeypatch.delenv("RNM_DB", raising=False)
-    monkeypatch.delenv("RNM_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["rnm", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def assert_refused(args, folders, monkeypatch, capsys, *needles) -> str:

@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import sys
 from contextlib import closing
 from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 
-from rnm_cli.main import main
 from rnm_cli.workers_cmd import Board
 from rnmtd3.registry import DONE, FAILED, QUEUED, open_registry
 from rnmtd3.workers import WorkerUpdate
 
-from helpers_registry import describe, queue_tiny, rnm, tiny_config
-
-
-def rnm_here(args, monkeypatch, capsys):
-    """`rnm ARGS` through the console script's entry point, in-process: (exit code, stdout, stderr)."""
-    monkeypatch.delenv("RNM_DB", raising=False)
-    monkeypatch.delenv("RNM_DEBUG", raising=False)
-    monkeypatch.setattr(sys, "argv", ["rnm", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from helpers_registry import describe, queue_tiny, rnm, rnm_here, tiny_config
 
 
 @pytest.fixture
