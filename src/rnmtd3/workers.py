@@ -56,7 +56,6 @@ class WorkerUpdate:
     steps_per_sec: float = 0.0
     last_return: float | None = None
     message: str = ""
-    state_detail: str = ""  # for failed: permanent | transient | error (see classify)
 
 
 class RegistrySink:
@@ -237,8 +236,7 @@ def work(db: str, worker: int, report: Callable[[WorkerUpdate], None], stop: thr
                     registry.fail(claim, detail, permanent=kind == "permanent", transient=kind == "transient")
                 except DatabaseError:  # the database itself is gone: the lease expires and the run is taken over
                     pass
-                report(WorkerUpdate(worker, "failed", claim.run_id, sink.label, message=one_line(exc),
-                                    state_detail=kind))
+                report(WorkerUpdate(worker, "failed", claim.run_id, sink.label, message=one_line(exc)))
             else:
                 if result.finished:
                     finished += 1
