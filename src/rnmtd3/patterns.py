@@ -1,7 +1,13 @@
-"""The N:M sparsity pattern: a value type that the config, the registry and the report all share."""
+"""Where a layer's zeros may be: dense, row-wise N:M, or unstructured at a sparsity S.
+
+A value type that the config, the registry and the report all share, and that imports no torch. Each pattern is a
+set of groups with a budget of nonzero weights per group: N in every M consecutive weights of a row for N:M, the
+round((1 - S) * out * in) weights of the whole layer for `unstructured:S`.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -9,14 +15,21 @@ from typing import Sequence
 from .errors import UsageError
 
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+_UNSTRUCTURED = re.compile(r"^\s*unstructured\s*:\s*(\S+)\s*$")
 
 
 @dataclass(frozen=True, order=True)
 class Pattern:
-    """`n` of every `m` consecutive weights of a row may be nonzero; `Pattern.dense()` keeps all (n = m = 0)."""
+    """`n` of every `m` consecutive weights of a row may be nonzero; `Pattern.dense()` keeps all (n = m = 0);
+    `Pattern.unstructured(s)` keeps a fraction 1 - s of each layer anywhere (n = m = 0, `s` its sparsity)."""
 
     n: int
     m: int
+    s: float = 0.0
+
+    @staticmethod
+    def unstructured(sparsity: float) -> "Pattern":
+        return Pattern(0, 0, float(sparsity))
 
     @staticmethod
     def dense() -> "Pattern":
@@ -24,13 +37,25 @@ class Pattern:
 
     @staticmethod
     def parse(text: str) -> "Pattern":
-        """Parse `2:4` or `dense`; 0:4, 4:2, 3:3 and non-numbers are refused with a message naming the rule."""
+        """Parse `2:4`, `unstructured:0.75` or `dense`; 0:4, 4:2, 3:3, unstructured:0 or :1 and non-numbers are
+        refused with a message naming the rule."""
         raw = str(text).strip().lower()
         if raw == "dense":
             return Pattern.dense()
+        unstructured = _UNSTRUCTURED.match(raw)
+        if unstructured:
+            try:
+                sparsity = float(unstructured.group(1))
+            except ValueError:
+                sparsity = math.nan
+            if not 0 < sparsity < 1:  # also refuses nan and inf
+                raise UsageError(f"bad pattern {text!r}: unstructured:S needs a sparsity 0 < S < 1 "
+                                 "(e.g. unstructured:0.75)")
+            return Pattern.unstructured(sparsity)
         match = _NM.match(raw)
         if not match:
-            raise UsageError(f"bad pattern {text!r}: write N:M with whole numbers (e.g. 2:4, 1:8) or 'dense'")
+            raise UsageError(f"bad pattern {text!r}: write N:M with whole numbers (e.g. 2:4, 1:8), "
+                             "unstructured:S with 0 < S < 1, or 'dense'")
         n, m = int(match.group(1)), int(match.group(2))
         if not 1 <= n < m:
             raise UsageError(
@@ -40,35 +65,49 @@ class Pattern:
 
     @property
     def is_dense(self) -> bool:
-        return self.m == 0
+        return self.m == 0 and self.s == 0
+
+    @property
+    def is_unstructured(self) -> bool:
+        return self.s > 0
 
     @property
     def sparsity(self) -> float:
-        """Fraction of weights pruned: 1 - N/M, and 0 for dense."""
-        return 0.0 if self.is_dense else 1.0 - self.n / self.m
+        """Fraction of weights pruned: 1 - N/M, S for unstructured, and 0 for dense."""
+        if self.m:
+            return 1.0 - self.n / self.m
+        return self.s
 
     def kept(self, out_features: int, in_features: int) -> int:
-        """Weights a layer of this shape keeps: N per full group of M, min(N, r) in a trailing group of r < M.
+        """Weights a layer of this shape keeps: N per full group of M, min(N, r) in a trailing group of r < M;
+        round((1 - S) * out * in) for unstructured, but at least one, so no layer is cut from the network.
 
         The trailing group is why a narrow layer is denser than N/M (Hopper's 11 inputs keep 2 of 11 at 1:8).
         """
         if self.is_dense:
             return out_features * in_features
+        if self.is_unstructured:
+            return max(1, round((1.0 - self.s) * out_features * in_features))
         full, rest = divmod(in_features, self.m)
         return out_features * (full * self.n + min(self.n, rest))
 
     def __str__(self) -> str:
+        if self.is_unstructured:
+            return f"unstructured:{self.s!r}"  # the shortest text that parses back to the same float
         return "dense" if self.is_dense else f"{self.n}:{self.m}"
 
     @staticmethod
-    def sort_key(text: str) -> tuple[float, int, int]:
-        """Column order of every table: dense first, then by increasing sparsity, ties by N:M."""
+    def sort_key(text: str) -> tuple[float, bool, int, int]:
+        """Column order of every table: dense first, then by increasing sparsity, N:M before unstructured."""
         pattern = Pattern.parse(text)
-        return (pattern.sparsity, pattern.n, pattern.m)
+        return (pattern.sparsity, pattern.is_unstructured, pattern.n, pattern.m)
 
     def label(self) -> str:
-        """Header text for tables and legends, e.g. '2:4 (50%)'."""
-        return "dense" if self.is_dense else f"{self} ({self.sparsity:.1%})".replace(".0%", "%")
+        """Header text for tables and legends, e.g. '2:4 (50%)' or 'unstructured 50%'."""
+        percent = f"{self.sparsity:.1%}".replace(".0%", "%")
+        if self.is_unstructured:
+            return f"unstructured {percent}"
+        return "dense" if self.is_dense else f"{self} ({percent})"
 
 
 def network_density(pattern: Pattern, obs_dim: int, act_dim: int, hidden: Sequence[int], sparse_io: bool) -> float:
