@@ -231,6 +231,8 @@ def _other_value(name: str, value):
         "tau": 0.5,
         "hidden": (64, 64),
         "grad_mode": "ste",
+        "mask_rule": "rigl",
+        "sparse_init": "scaled",
         "precision": "bf16",
         "device": "cuda",
     }

@@ -18,6 +18,9 @@ from .errors import UsageError
 from .patterns import Pattern
 
 GRAD_MODES = ("masked", "ste", "srste")
+MASK_RULES = ("magnitude", "set", "rigl")
+"""How masks move within a group at a mask update; sparsity.RULES holds each one's code."""
+SPARSE_INITS = ("dense", "scaled")
 DB_INT_MAX = 2**31 - 1
 """The largest integer the registry's Integer columns (seed, steps_total, ...) hold: 32-bit on PostgreSQL."""
 PRECISIONS = ("fp32", "bf16")
@@ -30,7 +33,7 @@ def _key(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class RunConfig:
     env: str = field(metadata={"help": "Gymnasium id (short names such as Hopper resolve to Hopper-v5)"})
-    pattern: Pattern = field(metadata={"help": "N:M pattern of every sparse layer, or dense"})
+    pattern: Pattern = field(metadata={"help": "N:M or unstructured:S pattern of every sparse layer, or dense"})
     seed: int = field(metadata={"help": "seed of networks, replay sampling, exploration and the training env"})
 
     steps: int = _key(1_000_000, "environment steps of training")
@@ -52,7 +55,13 @@ class RunConfig:
     grad_mode: str = _key("masked", "masked | ste | srste: which latent weights the gradient updates")
     srste_decay: float = _key(2e-4, "SR-STE decay of pruned latent weights (grad_mode=srste): before each optimizer "
                                     "step, W[pruned] *= 1 - lr * srste_decay")
-    sparse_io: bool = _key(True, "make the first and last layers N:M sparse too")
+    mask_rule: str = _key("magnitude", "magnitude | set | rigl: how a mask update moves the zeros within each group")
+    drop_fraction: float = _key(0.3, "set/rigl: fraction of active weights dropped and regrown at a mask update, "
+                                     "decayed on a cosine to 0 at mask_end")
+    mask_end: float = _key(1.0, "fraction of the gradient steps after which masks stay fixed")
+    sparse_init: str = _key("dense", "dense | scaled: prune a dense init, or rescale it so each sparse layer starts "
+                                     "with a dense layer's output variance")
+    sparse_io: bool = _key(True, "make the first and last layers sparse too")
     precision: str = _key("fp32", "fp32 | bf16: bf16 autocasts the matrix products, weights stay fp32")
     device: str = _key("cpu", "torch device: cpu, cuda, cuda:1, ...")
 
@@ -83,6 +92,19 @@ class RunConfig:
             raise UsageError(f"bad value hidden={self.hidden}: write positive widths like 256x256")
         if self.grad_mode not in GRAD_MODES:
             raise UsageError(f"bad value grad_mode={self.grad_mode!r}: choose one of {', '.join(GRAD_MODES)}")
+        if self.mask_rule not in MASK_RULES:
+            raise UsageError(f"bad value mask_rule={self.mask_rule!r}: choose one of {', '.join(MASK_RULES)}")
+        if self.sparse_init not in SPARSE_INITS:
+            raise UsageError(f"bad value sparse_init={self.sparse_init!r}: choose one of {', '.join(SPARSE_INITS)}")
+        for name in ("drop_fraction", "mask_end"):
+            if not 0 < getattr(self, name) <= 1:
+                raise UsageError(f"bad value {name}={getattr(self, name)}: must be in (0, 1]")
+        if self.mask_rule != "magnitude" and self.grad_mode != "masked":
+            raise UsageError(f"mask_rule={self.mask_rule} needs grad_mode=masked: it regrows weights from zero, "
+                             f"while grad_mode={self.grad_mode} trains the pruned weights")
+        if self.mask_rule != "magnitude" and self.mask_interval == 0:
+            raise UsageError(f"mask_rule={self.mask_rule} with mask_interval=0 never moves a mask: "
+                             "set mask_interval > 0 or keep mask_rule=magnitude")
         if self.precision not in PRECISIONS:
             raise UsageError(f"bad value precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -157,15 +179,19 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
-SPARSITY_KEYS = ("mask_interval", "grad_mode", "srste_decay", "sparse_io")
+SPARSITY_KEYS = ("mask_interval", "grad_mode", "srste_decay", "mask_rule", "drop_fraction", "mask_end", "sparse_init",
+                 "sparse_io")
 """Keys that change nothing in a dense run: a sweep over them queues its dense baseline once."""
 
 
 def canonical(config: RunConfig) -> RunConfig:
-    """The config with SPARSITY_KEYS at their defaults when the pattern is dense (same run, same hash)."""
-    if not config.pattern.is_dense:
-        return config
-    return config.replace(**{key: _FIELDS[key].default for key in SPARSITY_KEYS})
+    """The config with the keys it ignores at their defaults (same run, same hash): SPARSITY_KEYS when the pattern
+    is dense, drop_fraction under mask_rule=magnitude (which drops nothing by fraction)."""
+    if config.pattern.is_dense:
+        return config.replace(**{key: _FIELDS[key].default for key in SPARSITY_KEYS})
+    if config.mask_rule == "magnitude":
+        return config.replace(drop_fraction=_FIELDS["drop_fraction"].default)
+    return config
 
 
 def _json_type(key: str) -> type:
