@@ -85,6 +85,16 @@ def test_enqueue_is_idempotent(registry):
     assert len(dry.added) == 1 and len(registry.runs_frame()) == 4
 
 
+def test_an_unstructured_pattern_of_any_sparsity_is_stored_whole(registry):
+    """PostgreSQL enforces runs.pattern's VARCHAR length: `unstructured:0.875` (18 characters) and the longest text
+    a sparsity can have (a float's repr of 23) are stored and read back as queued."""
+    patterns = ["unstructured:0.875", "unstructured:2.2250738585072014e-308"]
+    assert registry.enqueue([tiny_config(pattern=p) for p in patterns]).added
+    assert list(registry.runs_frame()["pattern"]) == patterns
+    claim = registry.claim()
+    assert str(claim.config.pattern) == patterns[0] and claim.config.pattern.s == 0.875
+
+
 def test_claim_takes_the_oldest_queued_run_first(registry):
     ids = enqueue(registry, 3)
     claims = [registry.claim() for _ in range(3)]

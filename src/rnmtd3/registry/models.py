@@ -22,7 +22,7 @@ class Run(Base):
     config_hash: Mapped[str] = mapped_column(String(64), unique=True)
     config: Mapped[str] = mapped_column(Text)
     env: Mapped[str] = mapped_column(String(128))
-    pattern: Mapped[str] = mapped_column(String(16))
+    pattern: Mapped[str] = mapped_column(String(64))  # `unstructured:0.875` is 18 characters
     seed: Mapped[int] = mapped_column(Integer)
     steps_total: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
