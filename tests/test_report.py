@@ -20,8 +20,8 @@ from matplotlib.image import imread
 
 from rnmtd3.config import RunConfig
 from rnmtd3.errors import UsageError
-from rnmtd3.patterns import Pattern
 from rnmtd3.report import LATEX_PREAMBLE, build_report, render, write_plots
+from rnmtd3.report.methods import Method
 
 LAST_K = 5
 REPS = 1_000  # bootstrap resamples: enough to test the interval, few enough for a fast test
@@ -34,21 +34,25 @@ def make_frames(envs: dict[str, float] = BASE, factors: dict[str, float] = FACTO
                 sad: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Runs, evals and stats frames as the registry returns them, with known, seeded evaluation values.
 
-    `skip` leaves out (env, pattern, seed) runs, `status` overrides a run's status (default done).
+    `factors` is keyed by method ('2:4', '2:4+rigl', '1:8+scaled'); `skip` leaves out (env, method, seed) runs,
+    `status` overrides a run's status (default done).
     """
     rng = np.random.default_rng(7)
     runs, evals, stats = [], [], []
     for env, base in envs.items():
-        for pattern, factor in factors.items():
+        for name, factor in factors.items():
+            method = Method.parse(name)
+            pattern = str(method.pattern)
             for seed in range(seeds):
-                if (env, pattern, seed) in skip:
+                if (env, name, seed) in skip:
                     continue
                 run_id = len(runs) + 1
+                config = RunConfig(env=env, pattern=method.pattern, seed=seed, mask_rule=method.rule,
+                                   sparse_init=method.init)
                 runs.append(dict(run_id=run_id, env=env, pattern=pattern, seed=seed,
-                                 status=(status or {}).get((env, pattern, seed), "done"), attempts=1,
+                                 status=(status or {}).get((env, name, seed), "done"), attempts=1,
                                  steps_done=n_evals * 5000, steps_total=n_evals * 5000, checkpoint=None,
-                                 config_hash=f"hash{run_id}",
-                                 config=RunConfig(env=env, pattern=Pattern.parse(pattern), seed=seed).to_json()))
+                                 config_hash=f"hash{run_id}", config=config.to_json()))
                 for i in range(n_evals):
                     key = dict(run_id=run_id, env=env, pattern=pattern, seed=seed, step=i * 5000)
                     evals.append(key | dict(return_mean=base * factor * (i + 1) / n_evals + rng.normal(0, 100),
@@ -172,7 +176,7 @@ def test_unfinished_runs_are_left_out_and_counted_unless_included():
 def test_filters_resolve_short_env_names_and_keep_the_dense_baseline():
     runs, evals, stats = make_frames()
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, envs=["hopper"], patterns=["1:8"])
-    assert report.envs == ("Hopper-v5",) and report.patterns == ("dense", "1:8")
+    assert report.envs == ("Hopper-v5",) and report.methods == ("dense", "1:8")
     assert report.cells["normalized"].notna().all()
 
 
@@ -212,7 +216,7 @@ def test_the_measured_density_of_each_cell_in_every_format():
     runs, evals, stats = make_frames(envs={"Hopper-v5": 3000.0}, factors={p: 1.0 for p in HOPPER_DENSITY}, seeds=2)
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
     markdown = render(report, "markdown")
-    table = markdown[markdown.index("**Measured density**"):]
+    table = markdown[markdown.index("**Density**"):]
     header, _, row = table.splitlines()[2:5]
     assert [c.strip() for c in header.strip("|").split("|")] == ["env", "dense", "2:4 (50%)", "1:8 (87.5%)"]
     assert [c.strip() for c in row.strip("|").split("|")] == ["Hopper-v5", *HOPPER_DENSITY.values()]
@@ -230,7 +234,7 @@ def test_a_run_whose_density_cannot_be_judged_shows_a_dash_and_a_note_and_stays_
     runs.loc[newer, "config"] = [json.dumps(json.loads(c) | {"a_key_from_a_newer_rnm": 1})
                                  for c in runs.loc[newer, "config"]]
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
-    assert "Measured density is unknown (a dash) where this machine cannot build the env or read the run's config." \
+    assert "Kept density is unknown (a dash) where this machine cannot build the env or read the run's config." \
         in report.notes
     density = report.cells.set_index(["env", "pattern"])["density"]
     assert list(density.isna().items()) == [(("Hopper-v5", "dense"), False), (("Hopper-v5", "2:4"), True),

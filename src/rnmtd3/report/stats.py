@@ -2,11 +2,15 @@
 
 Definitions, in one place so that tables, plots and tests agree:
 - a run's final score is the mean of its last `last_k` evaluations (by step);
-- a cell (env x pattern) is the mean and the sample std (ddof=1) of its runs' final scores; with one seed the std
+- a column is a method (`methods`): a pattern with its mask_rule and sparse_init; every other key but the seed is
+  one setting per env and method, never pooled;
+- a cell (env x method) is the mean and the sample std (ddof=1) of its runs' final scores; with one seed the std
   is undefined and stays NaN (tables show the mean alone, csv an empty field);
 - the normalized score of a cell is its mean over the dense cell's mean on the same env; it is left undefined
   (NaN) where the env has no dense runs or their mean is not positive, since a ratio to a non-positive
-  baseline does not order patterns;
+  baseline does not order methods;
+- a cell's measured density per network is the mean over its runs of each run's latest `density_*` training
+  statistic (the critics' the mean of the two); runs from before the trainer recorded it have none;
 - the aggregate over envs is rliable's IQM of the per-run normalized scores (each run's final score over the
   dense mean of its env), with a 95% stratified bootstrap confidence interval computed by rliable itself.
 """
@@ -31,9 +35,13 @@ from ..errors import UsageError
 from ..patterns import Pattern
 from ..provenance import VERSION_KEYS
 from ..summary import run_densities
+from .methods import Method, method_order, stored_config
 
 DONE = "done"
 SAD_PREFIX = "sad_"
+MEASURED_DENSITY = {"density_actor": "density_actor", "density_critic1": "density_critic",
+                    "density_critic2": "density_critic"}
+"""Training statistic -> the report's column: the two critics are shown as one, their mean."""
 DEFAULT_REPS = 10_000
 
 
@@ -41,10 +49,13 @@ DEFAULT_REPS = 10_000
 class Report:
     """Everything the tables and plots need, computed once; renderers read it and compute nothing.
 
-    scores: one row per included run (run_id, env, pattern, seed, status, n_evals, final, normalized, density).
-    cells: one row per env x pattern (env, pattern, sparsity, label, n_seeds, n_partial, fewer_seeds, mean, std,
-        normalized, best, density: the measured density of its runs' networks, NaN where it cannot be judged).
-    aggregate: one row per pattern (pattern, sparsity, label, n_runs, n_partial, n_envs, iqm, ci_low, ci_high).
+    scores: one row per included run (run_id, env, pattern, method, seed, status, n_evals, final, normalized,
+        density, density_actor, density_critic).
+    cells: one row per env x method (env, pattern, method, sparsity, label, n_seeds, n_partial, fewer_seeds, mean,
+        std, normalized, best, density: what the pattern keeps of its runs' networks, NaN where it cannot be judged;
+        density_actor, density_critic: the density measured in training, NaN where no run recorded it).
+    aggregate: one row per method (pattern, method, sparsity, label, n_runs, n_partial, n_envs, iqm, ci_low,
+        ci_high).
     curves: the evaluations of the included runs, for learning curves.
     sad: the `sad_*` training statistics of the included runs.
     """
@@ -55,7 +66,7 @@ class Report:
     curves: pd.DataFrame
     sad: pd.DataFrame
     envs: tuple[str, ...]
-    patterns: tuple[str, ...]
+    methods: tuple[str, ...]
     last_k: int
     seed: int
     reps: int
@@ -76,8 +87,8 @@ def final_scores(runs: pd.DataFrame, evals: pd.DataFrame, last_k: int) -> pd.Dat
         raise UsageError(f"--last-k must be at least 1 (got {last_k})")
     tail = evals.sort_values(["run_id", "step"]).groupby("run_id").tail(last_k)
     per_run = tail.groupby("run_id")["return_mean"].agg(final="mean", n_evals="size").reset_index()
-    scored = runs[["run_id", "env", "pattern", "seed", "status"]].merge(per_run, on="run_id", how="inner")
-    return scored.sort_values(["env", "pattern", "seed", "run_id"]).reset_index(drop=True)
+    scored = runs[["run_id", "env", "pattern", "method", "seed", "status"]].merge(per_run, on="run_id", how="inner")
+    return scored.sort_values(["env", "method", "seed", "run_id"]).reset_index(drop=True)
 
 
 def dense_means(scores: pd.DataFrame) -> pd.Series:
@@ -87,22 +98,35 @@ def dense_means(scores: pd.DataFrame) -> pd.Series:
 
 
 def cell_stats(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds per env x pattern, the normalized mean, the best of each env,
+    """Mean and sample std (ddof=1) over seeds per env x method, the normalized mean, the best of each env,
     whether a cell has fewer seeds than the fullest cell of the table (a failed or missing seed to flag), and the
-    measured density of its runs (one setting per cell, so one value; unjudged runs are skipped)."""
-    grouped = scores.groupby(["env", "pattern"])
+    densities of its runs (one setting per cell, so one kept density; runs without a value are skipped)."""
+    grouped = scores.groupby(["env", "method"])
     cells = grouped["final"].agg(mean="mean", std=lambda x: x.std(ddof=1), n_seeds="size").reset_index()
+    cells["pattern"] = grouped["pattern"].first().to_numpy()
     cells["n_partial"] = grouped["status"].agg(lambda s: int((s != DONE).sum())).to_numpy()
-    cells["density"] = grouped["density"].mean().to_numpy()
+    for column in ("density", *MEASURED_DENSITY.values()):
+        cells[column] = grouped[column].mean().to_numpy()
     cells["normalized"] = cells["mean"] / cells["env"].map(dense_means(scores))
     cells["best"] = cells["mean"] == cells.groupby("env")["mean"].transform("max")
     cells["fewer_seeds"] = cells["n_seeds"] < cells["n_seeds"].max()
     cells["sparsity"] = [Pattern.parse(p).sparsity for p in cells["pattern"]]
-    cells["label"] = [Pattern.parse(p).label() for p in cells["pattern"]]
-    order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], Pattern.sort_key(cells["pattern"].iat[i])))
-    columns = ["env", "pattern", "sparsity", "label", "n_seeds", "n_partial", "fewer_seeds", "mean", "std",
-               "normalized", "best", "density"]
+    cells["label"] = [Method.parse(m).label() for m in cells["method"]]
+    order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], method_order(cells["method"].iat[i])))
+    columns = ["env", "pattern", "method", "sparsity", "label", "n_seeds", "n_partial", "fewer_seeds", "mean", "std",
+               "normalized", "best", "density", "density_actor", "density_critic"]
     return cells.iloc[order][columns].reset_index(drop=True)
+
+
+def measured_densities(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per run (the index), the nonzero fraction of its sparse layers that training measured at the run's latest
+    record: density_actor, and density_critic the mean of the two critics'. A run without these statistics (made
+    before the trainer recorded them) is absent."""
+    latest = stats[stats["name"].isin(MEASURED_DENSITY)].sort_values("step", kind="stable")
+    latest = latest.groupby(["run_id", "name"]).tail(1)
+    per_network = latest.assign(column=latest["name"].map(MEASURED_DENSITY))
+    table = per_network.groupby(["run_id", "column"])["value"].mean().unstack()
+    return table.reindex(columns=list(dict.fromkeys(MEASURED_DENSITY.values())))
 
 
 def normalized_scores(scores: pd.DataFrame) -> pd.Series:
@@ -143,34 +167,36 @@ def iqm_interval(per_env: Sequence[np.ndarray], *, seed: int, reps: int = DEFAUL
 
 
 def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) -> pd.DataFrame:
-    """Per pattern, the IQM of normalized scores across envs with its CI; each pattern's bootstrap starts from
-    the same seed, so a pattern's interval does not change when other patterns are filtered in or out."""
+    """Per method, the IQM of normalized scores across envs with its CI; each method's bootstrap starts from
+    the same seed, so a method's interval does not change when other methods are filtered in or out."""
     normalized = scores.assign(normalized=normalized_scores(scores)).dropna(subset=["normalized"])
     rows = []
-    for pattern in sorted(normalized["pattern"].unique(), key=Pattern.sort_key):
-        mine = normalized[normalized["pattern"] == pattern]
+    for method in sorted(normalized["method"].unique(), key=method_order):
+        mine = normalized[normalized["method"] == method]
         per_env = [group["normalized"].to_numpy()[:, None] for _, group in mine.groupby("env")]
         iqm, low, high = iqm_interval(per_env, seed=seed, reps=reps)
-        parsed = Pattern.parse(pattern)
-        rows.append({"pattern": pattern, "sparsity": parsed.sparsity, "label": parsed.label(), "n_runs": len(mine),
-                     "n_partial": int((mine["status"] != DONE).sum()), "n_envs": len(per_env), "iqm": iqm,
-                     "ci_low": low, "ci_high": high})
-    columns = ["pattern", "sparsity", "label", "n_runs", "n_partial", "n_envs", "iqm", "ci_low", "ci_high"]
+        parsed = Method.parse(method)
+        rows.append({"pattern": str(parsed.pattern), "method": method, "sparsity": parsed.pattern.sparsity,
+                     "label": parsed.label(), "n_runs": len(mine), "n_partial": int((mine["status"] != DONE).sum()),
+                     "n_envs": len(per_env), "iqm": iqm, "ci_low": low, "ci_high": high})
+    columns = ["pattern", "method", "sparsity", "label", "n_runs", "n_partial", "n_envs", "iqm", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[str] | None,
             where: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The runs named by the filters, with patterns canonical; an empty result is a usage error naming what exists.
+    """The runs named by the filters, with patterns canonical and their method; an empty result is a usage error
+    naming what exists. `patterns` keeps every method of a pattern.
 
     The dense runs stay whatever `patterns` says: they are the denominator of every normalized score; and a
     `where` on a key that a dense run ignores (SPARSITY_KEYS) does not drop them.
     """
     if runs.empty:
         raise UsageError("the database has no runs yet: queue some with `rnm queue`, then `rnm run-workers`")
-    runs = runs.assign(pattern=[canonical_pattern(p) for p in runs["pattern"]])
+    runs = runs.assign(pattern=[canonical_pattern(p) for p in runs["pattern"]],
+                       method=[str(Method.of_config(stored_config(c))) for c in runs["config"]])
     for key, value in (where or {}).items():
-        configs = runs["config"].map(json.loads)
+        configs = runs["config"].map(stored_config)
         matches = configs.map(lambda c, k=key: c.get(k) == json_value(value))
         ignored = (runs["pattern"] == str(Pattern.dense())) & (key in SPARSITY_KEYS)
         if not (matches & ~ignored).any():
@@ -194,14 +220,13 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
 
 
 def _refuse_mixed_settings(runs: pd.DataFrame) -> None:
-    """A cell is a mean over seeds of one setting: runs of one (env, pattern) that differ in another key (a `--set`
-    sweep) are refused with the keys to choose from, never pooled into one cell."""
-    if "config" not in runs.columns:
-        return
+    """A cell is a mean over seeds of one setting: runs of one (env, method) that differ in another key (a `--set`
+    sweep) are refused with the keys to choose from, never pooled into one cell. Runs that differ in a method key
+    (mask_rule, sparse_init) are different columns, not a mix."""
     varying: dict[str, set[str]] = {}
-    for (_, pattern), group in runs.groupby(["env", "pattern"]):
-        ignore = {"seed", *(SPARSITY_KEYS if pattern == str(Pattern.dense()) else ())}
-        configs = [json.loads(c) for c in group["config"]]
+    for (_, method), group in runs.groupby(["env", "method"]):
+        ignore = {"seed", *(SPARSITY_KEYS if method == str(Pattern.dense()) else ())}
+        configs = [stored_config(c) for c in group["config"]]
         for key in set().union(*configs) - ignore:
             values = {json.dumps(c.get(key)) for c in configs}
             if len(values) > 1:
@@ -209,8 +234,8 @@ def _refuse_mixed_settings(runs: pd.DataFrame) -> None:
     if varying:
         choices = "; ".join(f"{key} in {', '.join(sorted(v))}" for key, v in sorted(varying.items()))
         example = next(iter(sorted(varying)))
-        raise UsageError(f"the selected runs differ in more than the seed ({choices}); report one setting at a "
-                         f"time, e.g. --set {example}=...")
+        raise UsageError(f"runs of one method (pattern, mask_rule, sparse_init) differ in more than the seed "
+                         f"({choices}); report one setting at a time, e.g. --set {example}=...")
 
 
 def _status_counts(runs: pd.DataFrame) -> str:
@@ -310,10 +335,10 @@ def build_report(
                      "scored on the evaluations they have so far (marked †).")
     _refuse_mixed_settings(selected)
     densities = pd.Series(run_densities(selected).to_numpy(), index=selected["run_id"].to_numpy())
-    scores = scores.assign(density=scores["run_id"].map(densities))
+    scores = scores.assign(density=scores["run_id"].map(densities)).join(measured_densities(stats), on="run_id")
     cells = cell_stats(scores)
     if cells["density"].isna().any():
-        notes.append("Measured density is unknown (a dash) where this machine cannot build the env or read the "
+        notes.append("Kept density is unknown (a dash) where this machine cannot build the env or read the "
                      "run's config.")
     if cells["normalized"].isna().any():
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
@@ -329,7 +354,7 @@ def build_report(
         curves=_with_keys(evals[evals["run_id"].isin(included)], scores),
         sad=_with_keys(sad, scores),
         envs=tuple(sorted(scores["env"].unique())),
-        patterns=tuple(sorted(scores["pattern"].unique(), key=Pattern.sort_key)),
+        methods=tuple(sorted(scores["method"].unique(), key=method_order)),
         last_k=last_k,
         seed=seed,
         reps=reps,
@@ -338,6 +363,7 @@ def build_report(
 
 
 def _with_keys(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `frame` with env, pattern and seed taken from the runs (canonical patterns), not their own copies."""
-    keys = scores[["run_id", "env", "pattern", "seed"]]
+    """Rows of `frame` with env, pattern, method and seed taken from the runs (canonical patterns), not their own
+    copies."""
+    keys = scores[["run_id", "env", "pattern", "method", "seed"]]
     return frame.drop(columns=["env", "pattern", "seed"], errors="ignore").merge(keys, on="run_id", how="inner")
