@@ -32,7 +32,8 @@ def report(
     last_k: int = typer.Option(10, help="a run's final score is the mean of its last K evaluations"),
     envs: Optional[str] = typer.Option(None, help="comma list of envs to report (Hopper or Hopper-v5); default all"),
     patterns: Optional[str] = typer.Option(
-        None, help="comma list of patterns to report (2:4,1:8); the dense baseline is always kept"),
+        None, help="comma list of patterns to report (2:4,unstructured:0.5), each with every mask_rule and "
+                   "sparse_init it was run with; the dense baseline is always kept"),
     include_partial: bool = typer.Option(
         False, "--include-partial", help="include unfinished and failed runs, scored on their evaluations so far"),
     set_: list[str] = typer.Option([], "--set", help="report the runs with this config value (key=value, "
@@ -40,7 +41,8 @@ def report(
     seed: int = typer.Option(0, help="seed of the bootstrap confidence intervals"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs) and figures from the finished runs."""
+    """Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs, density) and figures from the finished
+    runs, one column per method: a pattern with its mask_rule and sparse_init ('2:4 (50%) rigl')."""
     from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
 
     where = single_values(set_)

@@ -316,6 +316,7 @@ def test_latex_escapes_and_states_its_preamble():
 def test_latex_compiles_with_pdflatex(tmp_path: Path):
     status = {("My_Env-v1", "2:4", 0): "running"}
     runs, evals, stats = make_frames(envs={"My_Env-v1": 1000.0, "Ant-v5": 4000.0}, status=status,
+                                     factors=FACTOR | {"unstructured:0.5+rigl": 1.05, "1:8+scaled": 0.95},
                                      skip=frozenset({("Ant-v5", "1:8", 1), ("Ant-v5", "1:8", 2)}))
     latex = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, include_partial=True), "latex")
     document = tmp_path / "report.tex"
