@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from rnmtd3.patterns import Pattern
-from rnmtd3.sparsity import SparseParams, nm_mask, satisfies_nm
+from rnmtd3.sparsity import SparseParams, magnitude_mask, satisfies
 
 PATTERNS = [(2, 4), (1, 4), (1, 8), (4, 8), (1, 2)]
 # Real input widths: Hopper obs 11 (actor) and 11 + 3 (critic), Ant-v5 105 and 105 + 8, Humanoid-v5 348.
@@ -57,7 +57,7 @@ def random_weight(seed: int, out_features: int, in_features: int) -> torch.Tenso
 def test_nm_mask_invariant_on_random_normal_weights(out_features, in_features, nm, seed):
     n, m = nm
     weight = random_weight(seed, out_features, in_features)
-    mask = nm_mask(weight, n, m)
+    mask = magnitude_mask(weight, Pattern(n, m))
     assert mask.dtype == torch.bool and mask.shape == weight.shape
 
     counts = group_counts(mask.numpy(), m)
@@ -69,7 +69,7 @@ def test_nm_mask_invariant_on_random_normal_weights(out_features, in_features, n
     np.testing.assert_array_equal(mask.numpy(), reference_mask(weight.numpy(), n, m))
 
     sparse = weight * mask
-    assert satisfies_nm(sparse, n, m)
+    assert satisfies(sparse, Pattern(n, m))
     # nonzero weights: the sparse weight has exactly the kept entries nonzero
     np.testing.assert_array_equal(group_counts(sparse.numpy(), m), counts)
 
@@ -83,18 +83,18 @@ def test_nm_mask_many_exact_ties(out_features, in_features, nm, seed, levels):
     rng = np.random.default_rng(seed)
     values = rng.integers(-levels, levels + 1, size=(out_features, in_features)).astype(np.float32)
     weight = torch.from_numpy(values)
-    mask = nm_mask(weight, n, m)
+    mask = magnitude_mask(weight, Pattern(n, m))
     np.testing.assert_array_equal(mask.numpy(), reference_mask(values, n, m))
     expected = np.array([min(n, r) for r in group_sizes(in_features, m)])
     assert (group_counts(mask.numpy(), m) == expected[None, :]).all()
-    assert satisfies_nm(weight * mask, n, m)
+    assert satisfies(weight * mask, Pattern(n, m))
 
 
 @pytest.mark.parametrize("n, m", PATTERNS)
 @pytest.mark.parametrize("in_features", REAL_WIDTHS)
 def test_all_equal_weights_keep_the_first_n_of_each_group(n, m, in_features):
     weight = torch.full((4, in_features), -0.5)
-    mask = nm_mask(weight, n, m)
+    mask = magnitude_mask(weight, Pattern(n, m))
     columns = np.arange(in_features)
     expected = (columns % m) < n
     assert (mask.numpy() == expected[None, :]).all()
@@ -102,7 +102,7 @@ def test_all_equal_weights_keep_the_first_n_of_each_group(n, m, in_features):
 
 def test_all_zero_weights_still_keep_real_slots_not_padding():
     # 11 inputs at 1:8: groups of 8 and 3; the trailing group keeps its first real (zero) weight
-    mask = nm_mask(torch.zeros(2, 11), 1, 8)
+    mask = magnitude_mask(torch.zeros(2, 11), Pattern(1, 8))
     expected = np.zeros(11, dtype=bool)
     expected[[0, 8]] = True
     assert (mask.numpy() == expected).all()
@@ -110,7 +110,7 @@ def test_all_zero_weights_still_keep_real_slots_not_padding():
 
 def test_nm_mask_known_example():
     weight = torch.tensor([[0.1, -0.9, 0.3, 0.2, 5.0, -6.0, 0.0, 1.0, 0.7, -0.8, 0.01]])
-    mask = nm_mask(weight, 2, 4)
+    mask = magnitude_mask(weight, Pattern(2, 4))
     # groups (0.1, -0.9, 0.3, 0.2), (5, -6, 0, 1) and the trailing (0.7, -0.8, 0.01)
     assert mask.tolist() == [[False, True, True, False, True, True, False, False, True, True, False]]
 
@@ -118,7 +118,7 @@ def test_nm_mask_known_example():
 def test_nm_mask_does_not_modify_or_track_the_weight():
     weight = torch.randn(8, 14, requires_grad=True)
     before = weight.detach().clone()
-    mask = nm_mask(weight, 2, 4)
+    mask = magnitude_mask(weight, Pattern(2, 4))
     assert not mask.requires_grad
     assert torch.equal(weight.detach(), before)
 
@@ -133,16 +133,16 @@ def test_satisfies_nm_agrees_with_brute_force(out_features, in_features, nm, see
     values = rng.standard_normal((out_features, in_features)).astype(np.float32)
     values[rng.random(values.shape) >= density] = 0.0
     expected = bool((group_counts(values, m) <= n).all())
-    assert satisfies_nm(torch.from_numpy(values), n, m) == expected
+    assert satisfies(torch.from_numpy(values), Pattern(n, m)) == expected
 
 
 @pytest.mark.parametrize("n, m", PATTERNS)
 @pytest.mark.parametrize("in_features", REAL_WIDTHS)
 def test_satisfies_nm_detects_one_extra_nonzero(n, m, in_features):
     weight = random_weight(in_features, 5, in_features)
-    sparse = weight * nm_mask(weight, n, m)
-    assert satisfies_nm(sparse, n, m)
-    assert satisfies_nm(torch.zeros_like(sparse), n, m)
+    sparse = weight * magnitude_mask(weight, Pattern(n, m))
+    assert satisfies(sparse, Pattern(n, m))
+    assert satisfies(torch.zeros_like(sparse), Pattern(n, m))
     # revive one pruned weight in a full group: that row now has n + 1 in the group
     full_groups = [s for s in range(0, in_features, m) if in_features - s >= m and n < m]
     if not full_groups:
@@ -151,16 +151,16 @@ def test_satisfies_nm_detects_one_extra_nonzero(n, m, in_features):
     row = 3
     pruned = [j for j in range(start, start + m) if sparse[row, j] == 0]
     sparse[row, pruned[0]] = 1.0
-    assert not satisfies_nm(sparse, n, m)
+    assert not satisfies(sparse, Pattern(n, m))
 
 
 def test_trailing_group_counts_only_real_weights():
     # 11 inputs at 2:4: the last group is 3 real weights; two nonzero is fine, three is not
     weight = torch.zeros(1, 11)
     weight[0, 8:10] = 1.0
-    assert satisfies_nm(weight, 2, 4)
+    assert satisfies(weight, Pattern(2, 4))
     weight[0, 10] = 1.0
-    assert not satisfies_nm(weight, 2, 4)
+    assert not satisfies(weight, Pattern(2, 4))
 
 
 
@@ -169,7 +169,7 @@ def test_trailing_group_counts_only_real_weights():
 def test_pattern_kept_is_what_nm_mask_keeps(nm, in_features):
     n, m = nm
     for weight in (random_weight(in_features, 17, in_features), torch.zeros(17, in_features)):
-        assert int(nm_mask(weight, n, m).sum()) == Pattern(n, m).kept(17, in_features)
+        assert int(magnitude_mask(weight, Pattern(n, m)).sum()) == Pattern(n, m).kept(17, in_features)
     assert Pattern.dense().kept(17, in_features) == 17 * in_features
 
 
@@ -195,7 +195,7 @@ def test_sparse_params_projects_every_layer(text):
         assert torch.equal(latent, original)  # latent keeps the dense values
         np.testing.assert_array_equal(mask.numpy(), reference_mask(original.numpy(), pattern.n, pattern.m))
         assert torch.equal(layer.weight.detach(), original * mask)
-        assert satisfies_nm(layer.weight, pattern.n, pattern.m)
+        assert satisfies(layer.weight, Pattern(pattern.n, pattern.m))
     # biases are not sparse and are optimized as themselves
     biases = [layer.bias for layer in linears(module)]
     assert all(any(b is p for p in sp.optim_params) for b in biases)
@@ -209,7 +209,7 @@ def test_sparse_io_false_leaves_first_and_last_layers_dense():
     assert len(sp.latent) == 1
     assert int((first.weight != 0).sum()) == first.weight.numel()
     assert int((last.weight != 0).sum()) == last.weight.numel()
-    assert satisfies_nm(middle.weight, 1, 4) and not satisfies_nm(first.weight, 1, 4)
+    assert satisfies(middle.weight, Pattern(1, 4)) and not satisfies(first.weight, Pattern(1, 4))
 
 
 def test_dense_pattern_has_no_sparse_layers():
@@ -328,4 +328,4 @@ def test_update_masks_returns_flip_fraction_and_follow_targets():
     target.follow(online, 0.5)
     for layer, mask in zip(linears(target_module), online.masks):
         assert torch.equal(layer.weight != 0, mask)
-        assert satisfies_nm(layer.weight, 2, 4)
+        assert satisfies(layer.weight, Pattern(2, 4))

@@ -12,7 +12,7 @@ from rnmtd3.evaluator import greedy_policy
 from rnmtd3.networks import Actor, Critic
 from rnmtd3.patterns import Pattern, network_density
 from rnmtd3.replay import Batch
-from rnmtd3.sparsity import satisfies_nm
+from rnmtd3.sparsity import satisfies
 from rnmtd3.td3 import NETWORKS, TD3Agent
 
 HOPPER = (11, 3)  # Hopper-v5: critic input 14
@@ -79,7 +79,7 @@ def assert_six_networks_nm(agent: TD3Agent) -> None:
         layers = linears(getattr(agent, name))
         assert len(layers) == len(agent.config.hidden) + 1
         for layer in layers:
-            assert satisfies_nm(layer.weight, n, m), name
+            assert satisfies(layer.weight, Pattern(n, m)), name
     for name in ONLINE:
         sp = agent.sparse[name]
         target_sp = agent.sparse[f"{name}_target"]
@@ -105,7 +105,7 @@ def test_every_forward_of_six_networks_is_nm(dims, pattern, grad_mode):
     def hook(name):
         def check(layer, inputs):
             forwards.append(name)
-            if not satisfies_nm(layer.weight, n, m):
+            if not satisfies(layer.weight, Pattern(n, m)):
                 violations.append(name)
         return check
 
@@ -295,7 +295,7 @@ def test_sparse_io_false_keeps_first_and_last_layers_dense():
         for layer in (layers[0], layers[-1]):
             assert int((layer.weight != 0).sum()) == layer.weight.numel(), name
         for layer in layers[1:-1]:
-            assert satisfies_nm(layer.weight, 1, 4)
+            assert satisfies(layer.weight, Pattern(1, 4))
             assert float((layer.weight == 0).float().mean()) == pytest.approx(0.75)
         assert len(agent.sparse[name].latent) == len(layers) - 2
 
@@ -305,7 +305,7 @@ def test_sparse_io_true_makes_first_and_last_layers_sparse():
     for name in NETWORKS:
         layers = linears(getattr(agent, name))
         assert len(agent.sparse[name].latent) == len(layers)
-        assert satisfies_nm(layers[0].weight, 1, 4) and satisfies_nm(layers[-1].weight, 1, 4)
+        assert satisfies(layers[0].weight, Pattern(1, 4)) and satisfies(layers[-1].weight, Pattern(1, 4))
 
 
 def test_dense_pattern_has_no_masks_and_nonzero_weights():
@@ -318,7 +318,7 @@ def test_dense_pattern_has_no_masks_and_nonzero_weights():
     for name in NETWORKS:
         for layer in linears(getattr(agent, name)):
             assert int((layer.weight != 0).sum()) == layer.weight.numel(), name
-            assert not satisfies_nm(layer.weight, 2, 4)
+            assert not satisfies(layer.weight, Pattern(2, 4))
     assert set(agent.update_masks().values()) == {0.0}
 
 
@@ -401,7 +401,7 @@ def test_forward_state_dicts_are_the_forward_weights():
             assert value.device.type == "cpu"
             assert torch.equal(value, module_state[key])
             if key.endswith("weight"):
-                assert satisfies_nm(value, 2, 4)
+                assert satisfies(value, Pattern(2, 4))
 
 
 def test_state_round_trip_continues_identically():

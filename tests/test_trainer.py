@@ -12,7 +12,7 @@ from rnmtd3.config import RunConfig
 from rnmtd3.errors import UsageError
 from rnmtd3.patterns import Pattern
 from rnmtd3.sinks import MemorySink
-from rnmtd3.sparsity import satisfies_nm
+from rnmtd3.sparsity import satisfies
 from rnmtd3.td3 import NETWORKS, TD3Agent
 from rnmtd3.trainer import train
 
@@ -85,7 +85,7 @@ def test_checkpoint_after_training_is_nm(tmp_path, captured_agents, env, pattern
                 assert int((weight != 0).sum()) == weight.numel(), (name, key)
                 continue
             n, m = cfg.pattern.n, cfg.pattern.m
-            assert satisfies_nm(weight, n, m), (name, key)
+            assert satisfies(weight, Pattern(n, m)), (name, key)
             out_features, in_features = weight.shape
             per_row = sum(min(n, in_features - s) for s in range(0, in_features, m))
             assert int((weight != 0).sum()) == out_features * per_row, (name, key)

@@ -19,7 +19,7 @@ import torch
 
 from .config import RunConfig
 from .errors import RnmError, UsageError
-from .sparsity import satisfies_nm
+from .sparsity import satisfies
 from .td3 import NETWORKS
 
 CHECKPOINT = "checkpoint.pt"
@@ -139,7 +139,8 @@ def owner_of(config: RunConfig, database_id: str | None = None, run_id: int | No
 
 
 def check_sparsity(path: Path) -> dict[str, bool]:
-    """For each of the six networks of a checkpoint.pt: do all its weight matrices satisfy the run's N:M pattern?
+    """For each of the six networks of a checkpoint.pt: do all its weight matrices satisfy the run's pattern (at most
+    N in every group of M; at most the kept count of each layer for unstructured:S)?
 
     Layers that the config leaves dense (sparse_io=false) are not checked.
     """
@@ -152,5 +153,5 @@ def check_sparsity(path: Path) -> dict[str, bool]:
         weights = [t for key, t in data[name].items() if key.endswith("weight") and t.dim() == 2]
         if not config.sparse_io:
             weights = weights[1:-1]
-        result[name] = all(satisfies_nm(w, config.pattern.n, config.pattern.m) for w in weights)
+        result[name] = all(satisfies(w, config.pattern) for w in weights)
     return result

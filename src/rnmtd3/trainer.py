@@ -177,6 +177,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
                     if episode_returns:
                         stats["train_return"] = float(np.mean(episode_returns))
                     stats["steps_per_sec"] = rate
+                    stats.update(agent.densities())
                     sink.on_stats(step, stats)
                     losses = {k: [] for k in losses}
                     episode_returns = []
