@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ from rnmtd3.errors import UsageError
 from rnmtd3.registry import EnqueueResult, database_exists, open_registry
 from rnmtd3.patterns import Pattern
 from rnmtd3.resources import check_runs_fit
-from rnmtd3.summary import evals_export, runs_export, summarize
+from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
 from rnmtd3.sweep import expand, split_list
 
 from .common import DbOption, err, fmt_duration, out
@@ -72,11 +73,11 @@ def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> N
 
 
 def status(db: Optional[str] = DbOption) -> None:
-    """Counts by status for each env and pattern with the measured density of its networks, progress, speed and
-    ETA, failed runs with their last error line, runs backing off after a passing failure, and runs with notes
-    (why one restarted, for instance)."""
+    """Counts by status for each env and pattern with the latest measured density of its networks (actor/critic
+    where they differ), progress, speed and ETA, failed runs with their last error line, runs backing off after a
+    passing failure, and runs with notes (why one restarted, for instance)."""
     registry = open_registry(db, create=False)
-    summary = summarize(registry.runs_frame())
+    summary = summarize(registry.runs_frame(), measured_densities(registry))
     if summary.counts.empty:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
         return
@@ -84,8 +85,8 @@ def status(db: Optional[str] = DbOption) -> None:
     table = _compact_table(f"runs in {registry.url}", ["env", "pattern", *numbers], wrap="env", numeric=numbers)
     for row in summary.counts.itertuples(index=False):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
-        table.add_row(row.env, row.pattern, _density_text(row.density_min, row.density_max), str(row.queued),
-                      str(row.running), str(row.done), str(row.failed), str(row.cancelled), f"{progress:.0%}")
+        table.add_row(row.env, row.pattern, _density_text(row), str(row.queued), str(row.running), str(row.done),
+                      str(row.failed), str(row.cancelled), f"{progress:.0%}")
     out.print(table)
     overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0
     out.print(f"progress {summary.done_steps:,}/{summary.total_steps:,} steps ({overall:.1%}); "
@@ -115,8 +116,17 @@ def status(db: Optional[str] = DbOption) -> None:
         out.print(notes)
 
 
-def _density_text(low: float, high: float) -> str:
-    """'12.7%' (the measured density of the runs), '12.7-18.2%' where their settings differ, '-' if unknown."""
+def _density_text(row) -> str:
+    """'25%' where actors and critics measure the same, 'actor/critic' ('50.3/50.4%') where they differ, each a
+    range ('12.7-13.9%') where the runs' settings differ; '-' before a first measurement. Longer than the header,
+    it breaks after each '/' and '-' into lines of at most 6 characters, so the column stays 7 wide at 80
+    columns beside a pattern as long as `unstructured:0.875`."""
+    actor, critic = _range_text(row.actor_min, row.actor_max), _range_text(row.critic_min, row.critic_max)
+    text = actor if actor == critic else f"{actor.rstrip('%')}/{critic}"
+    return text if len(text) <= len("density") else re.sub(r"([-/])", "\\1\n", text)
+
+
+def _range_text(low: float, high: float) -> str:
     if math.isnan(low):
         return "-"
     shown = [f"{value:.1%}".replace(".0%", "%") for value in (low, high)]
@@ -171,7 +181,7 @@ def export(
         raise UsageError("--format parquet needs --out FILE")
     registry = open_registry(db, create=False)
     if what == "runs":
-        frame = runs_export(registry.runs_frame(), registry.attempts_frame())
+        frame = runs_export(registry.runs_frame(), registry.attempts_frame(), measured_densities(registry))
     else:
         frame = evals_export(registry.evals_frame())
     if fmt == "parquet":

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from rnm_cli.main import app
 from rnmtd3.registry import open_registry
 from rnmtd3.registry.models import Run
+from rnmtd3.summary import DENSITY_STATS
 from rnmtd3.sweep import make_config
 
 LONG_ERROR = "Traceback (most recent call last):\n  ...\nRuntimeError: " + "the device ran out of patience " * 4
@@ -21,13 +22,14 @@ DISK_FULL = "OSError: [Errno 28] No space left on device: '/scratch/rnm-artifact
 
 
 def fill(db: Path) -> None:
-    """Runs in every status, on a short and a long env name: two running (1000 and 500 steps/s), one failed with a
-    long error, one with two notes, one cancelled, the rest queued, two of them (5 and 6) backing off after a full
-    disk, run 6 for the second time."""
+    """Runs in every status, on a short and a long env name and the longest pattern: two running (1000 and 500
+    steps/s), one failed with a long error, one with two notes, one cancelled, the rest queued, two of them (5 and
+    6) backing off after a full disk, run 6 for the second time."""
     registry = open_registry(db, create=True)
     try:
         configs = [make_config(env, pattern, seed, {"steps": 10_000})
-                   for env in ("Hopper", "InvertedDoublePendulum") for pattern in ("dense", "2:4", "1:8")
+                   for env in ("Hopper", "InvertedDoublePendulum")
+                   for pattern in ("dense", "2:4", "1:8", "unstructured:0.875")
                    for seed in (0, 1)]
         registry.enqueue(configs, max_attempts=1)
         fast, slow, failed, noted, full, fuller = (registry.claim() for _ in range(6))
@@ -81,22 +83,56 @@ def test_status_shows_the_speed_of_running_runs_and_the_last_note_of_each_run(tm
     assert row.split()[:4] == ["4", "Hopper-v5", "2:4", "1"]
 
 
-def test_status_shows_the_measured_density_without_importing_torch(tmp_path: Path):
-    """Hopper-v5 at 16x16: 1:8 keeps 136 of 976 weights (13.9%), 2:4 keeps 512 (52.5%); a sweep over hidden shows
-    the range of its runs. Building the env for its sizes must not pull in torch (status starts in about a second)."""
-    registry = open_registry(tmp_path / "rnm.db", create=True)
-    registry.enqueue([make_config("Hopper", pattern, 0, {"steps": 1000, "hidden": hidden})
-                      for pattern in ("dense", "1:8", "2:4") for hidden in ((16, 16), (256, 256))])
-    registry.close()
+MEASURED = {  # (pattern, seed): {step: (actor, critic1, critic2)}, as the trainer reports them every 1000 steps
+    ("dense", 0): {1000: (1.0, 1.0, 1.0)},
+    ("2:4", 0): {1000: (0.9, 0.9, 0.9), 2000: (0.503, 0.504, 0.504)},  # the latest step counts
+    ("2:4", 1): {1000: (0.525, 0.526, 0.527)},  # another hidden size
+    ("unstructured:0.875", 0): {1000: (0.125, 0.125, 0.125)},  # seed 1 not measured yet
+}
+
+
+def test_status_shows_the_latest_measured_density_of_actors_and_critics_without_importing_torch(tmp_path: Path):
+    """Each group's latest measured densities from the training statistics: one value where actors and critics
+    agree, actor/critic where not, a range over the group's runs, '-' before any run is measured. Status must not
+    pull in torch (it starts in about a second), and fits 80 columns on the longest env and pattern."""
+    db = tmp_path / "rnm.db"
+    registry = open_registry(db, create=True)
+    try:
+        registry.enqueue([make_config("InvertedDoublePendulum", pattern, seed, {"steps": 10_000})
+                          for pattern in ("dense", "2:4", "1:8", "unstructured:0.875") for seed in (0, 1)])
+        claims = {(str(c.config.pattern), c.config.seed): c for c in iter(registry.claim, None)}
+        for key, steps in MEASURED.items():
+            for step, values in steps.items():
+                assert registry.record_stats(claims[key], step, dict(zip(DENSITY_STATS, values)))
+    finally:
+        registry.close()
     probe = ("import sys; from typer.testing import CliRunner; from rnm_cli.main import app; "
-             f"result = CliRunner().invoke(app, ['status', '--db', {str(tmp_path / 'rnm.db')!r}]); "
+             f"result = CliRunner().invoke(app, ['status', '--db', {str(db)!r}]); "
              "print(result.stdout); print('torch imported:', 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env() | {
-        "COLUMNS": "80"}, timeout=120)
+        "COLUMNS": "200"}, timeout=120)
     assert "torch imported: False" in done.stdout, done.stdout + done.stderr
-    rows = {tuple(line.split()[:2]): line.split()[2] for line in done.stdout.splitlines() if line.startswith("Hopper")}
-    assert rows == {("Hopper-v5", "dense"): "100%", ("Hopper-v5", "2:4"): "50.3-52.5%",
-                    ("Hopper-v5", "1:8"): "12.7-13.9%"}
+    assert density_cells(done.stdout) == {"dense": "100%", "2:4": "50.3-52.5/50.4-52.7%", "1:8": "-",
+                                          "unstructured:0.875": "12.5%"}
+    narrow = status(db)
+    assert max(len(line) for line in narrow.splitlines()) <= 80 and "…" not in narrow, narrow
+    assert header_words(narrow, "env") == ["env", "pattern", "density", "queued", "running", "done", "failed",
+                                           "cancel", "progress"]
+
+
+def density_cells(text: str) -> dict[str, str]:
+    """Pattern -> density text of a status table too wide to fold its env: a density longer than its header
+    continues on the next lines, alone on them."""
+    cells: dict[str, str] = {}
+    pattern = None
+    for words in (line.split() for line in text.splitlines()[3:]):  # after the title, headers and rule
+        if not words or words[0] == "progress":
+            break
+        if len(words) == 1:
+            cells[pattern] += words[0]
+        else:
+            pattern, cells[words[1]] = words[1], words[2]
+    return cells
 
 
 def test_status_has_no_notes_table_when_no_run_has_notes(tmp_path: Path):

@@ -28,7 +28,7 @@ from rnmtd3.errors import DatabaseError, UsageError
 from rnmtd3.registry import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Registry, open_registry, safe_url
 from rnmtd3.registry.engine import alembic_config, resolve_url
 from rnmtd3.registry.models import Base
-from rnmtd3.summary import summarize
+from rnmtd3.summary import measured_densities, summarize
 
 from rnmtd3.workers import RegistrySink
 
@@ -116,7 +116,7 @@ def test_status_of_running_runs_without_a_speed_yet_warns_nothing(registry):
     assert runs["steps_per_sec"].dtype == float and runs["last_return"].dtype == float
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pandas' FutureWarnings used to reach the user's terminal here
-        summary = summarize(runs)
+        summary = summarize(runs, measured_densities(registry))
     assert summary.eta_s is None
 
 
@@ -213,6 +213,23 @@ def test_evaluations_of_a_step_are_recorded_once_and_last_return_follows_the_cur
     assert list(evals["step"]) == [100]
     # the run's last return is the curve's last point, whichever report of the step the curve kept
     assert run_row(registry, claim.run_id)["last_return"] == evals["return_mean"].iloc[-1]
+
+
+def test_latest_stats_are_each_runs_newest_value_of_each_name(registry):
+    """Read in one query for all runs: the value at a run's newest step of that name (not the newest step of the
+    run), NaN for a run or a name without one, and after a resume from a checkpoint, the newest kept value."""
+    first, second, _ = enqueue(registry, 3)
+    a, b = registry.claim(), registry.claim()
+    assert registry.record_stats(a, 1000, {"density_actor": 0.5, "density_critic1": 0.4})
+    assert registry.record_stats(a, 2000, {"density_actor": 0.25, "critic_loss": 9.0})
+    assert registry.record_stats(a, 3000, {"density_actor": 0.125})
+    assert registry.record_stats(b, 1000, {"density_actor": 1.0})
+    latest = registry.latest_stats(["density_actor", "density_critic1"]).set_index("run_id")
+    assert latest.loc[first].tolist() == [0.125, 0.4] and latest.loc[second, "density_actor"] == 1.0
+    assert latest.loc[second, "density_critic1"] != latest.loc[second, "density_critic1"]  # NaN
+    assert latest.iloc[2].isna().all() and len(latest) == 3
+    assert registry.begin_attempt(a, 2000)  # resumed from its checkpoint at step 2000
+    assert registry.latest_stats(["density_actor"]).set_index("run_id").loc[first, "density_actor"] == 0.25
 
 
 def test_release_puts_the_run_back_without_counting_the_attempt(registry):

@@ -1,5 +1,5 @@
-"""What `rnm status` and `rnm export runs` compute from the registry's frames: notes, speed, and the provenance of
-each run's latest attempt. The attempts frame is built here in the registry's data contract."""
+"""What `rnm status` and `rnm export runs` compute from the registry's frames: notes, speed, measured densities,
+and the provenance of each run's latest attempt. The attempts frame is built here in the registry's data contract."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from rnm_cli.main import app
 from rnmtd3.provenance import KEYS, collect
 from rnmtd3.registry import open_registry
-from rnmtd3.summary import run_densities, runs_export, summarize
+from rnmtd3.summary import (DENSITY_RANGES, DENSITY_STATS, measured_densities, run_densities, runs_export,
+                            summarize)
 from rnmtd3.sweep import make_config
+from rnmtd3.td3 import TD3Agent
 
 
 def provenance(run_id: int, attempt: int, started_at: float, torch: str) -> dict:
@@ -28,9 +31,13 @@ def provenance(run_id: int, attempt: int, started_at: float, torch: str) -> dict
                 mujoco="3.2.0", host="node1", cpu="AMD EPYC 7763", threads=2)
 
 
-def registry_runs(db: Path) -> pd.DataFrame:
-    """Three runs: 1 running at 800 steps/s with two notes and its provenance recorded, 2 failed after reporting
-    300 steps/s, 3 queued."""
+RUN1_DENSITIES = (0.503, 0.504, 0.505)
+
+
+def registry_frames(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and their measured densities. Three runs: 1 running at 800 steps/s with two notes, its provenance
+    and its densities recorded (an older measurement, then RUN1_DENSITIES), 2 failed after reporting 300 steps/s,
+    3 queued."""
     registry = open_registry(db, create=True)
     try:
         registry.enqueue([make_config("Hopper", "2:4", seed, {"steps": 1000}) for seed in range(3)],
@@ -38,11 +45,13 @@ def registry_runs(db: Path) -> pd.DataFrame:
         running, failed = registry.claim(), registry.claim()
         registry.record_attempt(running, collect(threads=2))
         registry.heartbeat(running, steps_done=500, steps_per_sec=800.0)
+        registry.record_stats(running, 1000, dict(zip(DENSITY_STATS, (0.9, 0.9, 0.9)), critic_loss=1.0))
+        registry.record_stats(running, 2000, dict(zip(DENSITY_STATS, RUN1_DENSITIES), critic_loss=2.0))
         registry.note(running, "first note")
         registry.note(running, "checkpoint from another database; restarted from step 0")
         registry.heartbeat(failed, steps_done=100, steps_per_sec=300.0)
         registry.fail(failed, "RuntimeError: boom")
-        return registry.runs_frame()
+        return registry.runs_frame(), measured_densities(registry)
     finally:
         registry.close()
 
@@ -82,7 +91,7 @@ def test_a_run_that_cannot_be_judged_has_no_density():
 
 
 def test_summary_counts_the_speed_of_running_runs_only_and_keeps_each_runs_last_note(tmp_path: Path):
-    summary = summarize(registry_runs(tmp_path / "rnm.db"))
+    summary = summarize(*registry_frames(tmp_path / "rnm.db"))
     assert summary.running == 1 and summary.speed == 800.0
     assert summary.eta_s == (1000 - 500 + 1000) / 800.0
     assert summary.notes.to_dict("records") == [
@@ -91,11 +100,11 @@ def test_summary_counts_the_speed_of_running_runs_only_and_keeps_each_runs_last_
 
 
 def test_runs_export_has_notes_speed_and_the_latest_attempts_provenance(tmp_path: Path):
-    runs = registry_runs(tmp_path / "rnm.db")
+    runs, densities = registry_frames(tmp_path / "rnm.db")
     # run 1 was retried: its attempt count restarted, so the latest attempt is the latest to start, not number 2
     attempts = pd.DataFrame([provenance(1, 2, 10.0, "2.5.1"), provenance(1, 1, 20.0, "2.6.0"),
                              provenance(2, 1, 15.0, "2.5.1")])
-    table = runs_export(runs, attempts).set_index("run_id")
+    table = runs_export(runs, attempts, densities).set_index("run_id")
     assert list(table.columns[:7]) == ["env", "pattern", "seed", "status", "attempts", "steps_done", "checkpoint"]
     assert set(KEYS) <= set(table.columns)
     assert table.loc[1, "torch"] == "2.6.0" and table.loc[1, "worker_pid"] != 101
@@ -107,14 +116,14 @@ def test_runs_export_has_notes_speed_and_the_latest_attempts_provenance(tmp_path
 
 
 def test_runs_export_of_a_database_without_attempts(tmp_path: Path):
-    runs = registry_runs(tmp_path / "rnm.db")
+    runs, densities = registry_frames(tmp_path / "rnm.db")
     empty = pd.DataFrame(columns=["run_id", "attempt", "started_at", "worker_pid", *KEYS])
-    table = runs_export(runs, empty)
+    table = runs_export(runs, empty, densities)
     assert len(table) == 3 and set(KEYS) <= set(table.columns) and table[list(KEYS)].isna().all().all()
 
 
 def test_cli_export_runs_has_the_notes_speed_and_provenance_columns(tmp_path: Path):
-    registry_runs(tmp_path / "rnm.db")
+    registry_frames(tmp_path / "rnm.db")
     result = CliRunner().invoke(app, ["export", "runs", "--db", str(tmp_path / "rnm.db")])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(io.StringIO(result.stdout)).set_index("run_id")
@@ -125,9 +134,39 @@ def test_cli_export_runs_has_the_notes_speed_and_provenance_columns(tmp_path: Pa
     assert table.loc[2, list(KEYS)].isna().all()
 
 
+def test_export_runs_has_each_runs_latest_measured_densities_and_blanks_before_any(tmp_path: Path):
+    registry_frames(tmp_path / "rnm.db")
+    result = CliRunner().invoke(app, ["export", "runs", "--db", str(tmp_path / "rnm.db")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout), dtype=str, keep_default_na=False).set_index("run_id")
+    assert [float(v) for v in table.loc["1", list(DENSITY_STATS)]] == list(RUN1_DENSITIES)
+    assert (table.loc[["2", "3"], list(DENSITY_STATS)] == "").all().all()
+
+
+def test_the_densities_read_are_the_ones_the_agent_reports():
+    agent = TD3Agent(make_config("Pendulum-v1", "2:4", 0, {"hidden": (16, 16)}), 3, 1, -2 * torch.ones(1),
+                     2 * torch.ones(1))
+    reported = agent.densities()
+    assert tuple(reported) == DENSITY_STATS and all(0 < value <= 1 for value in reported.values())
+
+
+def test_status_summary_ranges_actors_and_critics_over_a_groups_measured_runs():
+    """Both critics of a run pool into the critics' range; a run not measured yet is left out of it."""
+    runs = pd.DataFrame({"run_id": [1, 2, 3, 4], "env": ["Hopper-v5"] * 3 + ["Ant-v5"], "pattern": ["2:4"] * 4,
+                         "seed": [0, 1, 2, 0], "status": ["running"] * 4, "attempts": 1, "steps_done": 0, "steps_total": 10,
+                         "steps_per_sec": math.nan, "error": None, "notes": None, "retry_at": math.nan,
+                         "transient_failures": 0})
+    densities = pd.DataFrame({"run_id": [1, 2, 3, 4], "density_actor": [0.5, 0.6, math.nan, math.nan],
+                              "density_critic1": [0.4, 0.7, math.nan, math.nan],
+                              "density_critic2": [0.45, 0.8, math.nan, math.nan]})
+    counts = summarize(runs, densities).counts.set_index("env")
+    assert counts.loc["Hopper-v5", list(DENSITY_RANGES)].tolist() == [0.5, 0.6, 0.4, 0.8]
+    assert counts.loc["Ant-v5", list(DENSITY_RANGES)].isna().all()
+
+
 def test_export_runs_and_status_show_an_unreadable_stored_config_as_blank(tmp_path: Path):
     """A config edited by hand or cut short is one row with blank config columns, not a crash of the export."""
-    registry_runs(tmp_path / "rnm.db")
+    registry_frames(tmp_path / "rnm.db")
     with closing(sqlite3.connect(tmp_path / "rnm.db")) as conn, conn:
         conn.execute("UPDATE runs SET config = 'garbage' WHERE id = 2")
         conn.execute("UPDATE runs SET config = '[1, 2]' WHERE id = 3")

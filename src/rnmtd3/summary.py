@@ -13,13 +13,19 @@ from .envs import env_dims
 from .errors import RnmError
 from .patterns import Pattern, network_density
 from .provenance import KEYS as PROVENANCE_KEYS
-from .registry import STATUSES
+from .registry import STATUSES, Registry
+
+
+DENSITY_STATS = ("density_actor", "density_critic1", "density_critic2")
+"""The training statistics that measure each online network's density (nonzero weights over all weights of its
+sparse layers; 1.0 for dense), emitted by the trainer; the targets share their online network's mask."""
+DENSITY_RANGES = ("actor_min", "actor_max", "critic_min", "critic_max")
 
 
 @dataclass(frozen=True)
 class StatusSummary:
     counts: pd.DataFrame  # one row per (env, pattern): a column per status, steps_done, steps_total, and the
-    # lowest and highest measured density of its runs (density_min, density_max; NaN where none can be judged)
+    # lowest and highest latest measured density of its runs' actors and critics (DENSITY_RANGES; NaN before any)
     total_steps: int
     done_steps: int
     running: int  # runs running now
@@ -31,10 +37,15 @@ class StatusSummary:
     # off after a passing failure (a full disk), which would otherwise look like any queued run
 
 
-def summarize(runs: pd.DataFrame) -> StatusSummary:
+def measured_densities(registry: Registry) -> pd.DataFrame:
+    """Each run's latest measured densities: run_id and DENSITY_STATS, NaN before its first measurement."""
+    return registry.latest_stats(DENSITY_STATS)
+
+
+def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
+    """`densities` as measured_densities gives them."""
     if runs.empty:
-        empty = pd.DataFrame(columns=["env", "pattern", *STATUSES, "steps_done", "steps_total", "density_min",
-                                      "density_max"])
+        empty = pd.DataFrame(columns=["env", "pattern", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]),
@@ -43,9 +54,7 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
     counts = runs.pivot_table(index=["env", "pattern"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
     steps = runs.groupby(["env", "pattern"])[["steps_done", "steps_total"]].sum()
-    density = runs.assign(density=run_densities(runs)).groupby(["env", "pattern"])["density"]
-    counts = counts.join(steps).join(density.min().rename("density_min")).join(density.max().rename("density_max"))
-    counts = counts.reset_index()
+    counts = counts.join(steps).join(density_ranges(runs, densities)).reset_index()
     counts = counts.sort_values(["env", "pattern"], key=lambda col: col.map(Pattern.sort_key) if col.name == "pattern"
                                 else col).reset_index(drop=True)
     counts.columns.name = None
@@ -68,9 +77,21 @@ def summarize(runs: pd.DataFrame) -> StatusSummary:
                          notes.reset_index(drop=True), waiting.reset_index(drop=True))
 
 
+def density_ranges(runs: pd.DataFrame, densities: pd.DataFrame) -> pd.DataFrame:
+    """Per (env, pattern), the lowest and highest latest measured density of its runs' actors and of their critics
+    (both critics of a run pooled): a sweep over hidden sizes or sparse_io differs by run, and an input width that
+    is not a multiple of M makes an actor and a critic differ."""
+    measured = runs[["run_id", "env", "pattern"]].merge(densities, on="run_id", how="left")
+    critics = measured[list(DENSITY_STATS[1:])]
+    measured = measured.assign(actor=measured[DENSITY_STATS[0]], critic_low=critics.min(axis=1),
+                               critic_high=critics.max(axis=1))
+    return measured.groupby(["env", "pattern"]).agg(actor_min=("actor", "min"), actor_max=("actor", "max"),
+                                                    critic_min=("critic_low", "min"), critic_max=("critic_high", "max"))
+
+
 def run_densities(runs: pd.DataFrame) -> pd.Series:
-    """The measured density of each run's networks (kept weights over all weights of the actor and one critic),
-    indexed like `runs`. It is not N/M: a row whose length is not a multiple of M ends in a shorter group that
+    """The density each run's config gives its networks (kept weights over all weights of the actor and one
+    critic), computed without training, indexed like `runs` (measured_densities has what training measured). It is not N/M: a row whose length is not a multiple of M ends in a shorter group that
     keeps up to N (Hopper's 11 inputs keep 2 of 11 at 1:8). NaN for a run this machine cannot judge: its env
     cannot be built here, or its config comes from another rnm version."""
     return pd.Series([_config_density(text) for text in runs["config"]], index=runs.index, dtype=float)
@@ -100,13 +121,15 @@ def latest_provenance(attempts: pd.DataFrame) -> pd.DataFrame:
     return latest[["run_id", *PROVENANCE_KEYS]]
 
 
-def runs_export(runs: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
-    """`rnm export runs`: the contract's columns first, then the notes and speed, the provenance of the latest
-    attempt (empty for a run that has none recorded), and every config key as its own column."""
+def runs_export(runs: pd.DataFrame, attempts: pd.DataFrame, densities: pd.DataFrame) -> pd.DataFrame:
+    """`rnm export runs`: the contract's columns first, then the notes and speed, the latest measured densities
+    (DENSITY_STATS, as measured_densities gives them; empty before a run's first measurement), the provenance of
+    the latest attempt (empty for a run that has none recorded), and every config key as its own column."""
     front = ["run_id", "env", "pattern", "seed", "status", "attempts", "steps_done", "checkpoint"]
     rest = ["steps_total", "last_return", "steps_per_sec", "worker_host", "worker_pid", "created_at", "started_at",
             "finished_at", "retry_at", "transient_failures", "config_hash", "error", "notes"]
-    out = runs[front + rest].merge(latest_provenance(attempts), on="run_id", how="left")
+    out = runs[front + rest].merge(densities[["run_id", *DENSITY_STATS]], on="run_id", how="left")
+    out = out.merge(latest_provenance(attempts), on="run_id", how="left")
     # Whole numbers stay whole beside a missing value (a queued run has no pid, an old one no provenance): 4, not 4.0.
     out = out.astype({"worker_pid": "Int64", "threads": "Int64"})
     configs = [stored_config(text) for text in runs["config"]]

