@@ -7,7 +7,10 @@ process, so that each costs its checks and not an import of torch.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 
+import pandas as pd
 import pytest
 
 import rnmtd3.resources as resources
@@ -74,6 +77,14 @@ REFUSALS = {
                                        ["101,000 runs"]),
     "sparse_io=false, one hidden layer": (["--set", "sparse_io=false", "--set", "hidden=256"],
                                           ["sparse_io=false", "one hidden layer"]),
+    "unstructured:0": (["--patterns", "unstructured:0"], ["unstructured:0", "0 < S < 1"]),
+    "unstructured:1": (["--patterns", "2:4,unstructured:1"], ["unstructured:1", "0 < S < 1"]),
+    "unstructured:x": (["--patterns", "unstructured:x"], ["unstructured:x", "0 < S < 1"]),
+    "rigl with ste": (["--set", "mask_rule=rigl", "--set", "grad_mode=ste"], ["mask_rule=rigl", "grad_mode=masked"]),
+    "set with srste, in a sweep": (["--set", "mask_rule=magnitude,set", "--set", "grad_mode=srste"],
+                                   ["mask_rule=set", "grad_mode=masked"]),
+    "drop_fraction=0": (["--set", "drop_fraction=0"], ["drop_fraction=0", "(0, 1]"]),
+    "drop_fraction=1.5": (["--set", "mask_rule=set", "--set", "drop_fraction=1.5"], ["drop_fraction=1.5", "(0, 1]"]),
 }
 
 
@@ -104,3 +115,44 @@ def test_steps_take_the_same_notation_as_set(folders, monkeypatch, capsys):
     runs = registry.runs_frame()
     registry.close()
     assert sorted(runs["steps_total"]) == [400, 100_000]
+
+
+def queued(db) -> pd.DataFrame:
+    """The runs of `db` with their pattern, seed and the mask keys of their stored config."""
+    with open_registry(db, create=False) as registry:
+        runs = registry.runs_frame()
+    configs = [json.loads(text) for text in runs["config"]]
+    return runs[["pattern", "seed"]].assign(mask_rule=[c["mask_rule"] for c in configs],
+                                            drop_fraction=[c["drop_fraction"] for c in configs])
+
+
+def test_unstructured_patterns_queue_beside_n_m_with_one_dense_baseline(tmp_path, monkeypatch, capsys):
+    """Issue 11's sweep: N:M and unstructured side by side, one dense baseline; the same sparsity written twice
+    (0.5, 0.50) is one pattern, and queueing it all again adds nothing."""
+    args = ["queue", "--envs", "Hopper", "--patterns", "2:4,1:4,unstructured:0.5,unstructured:0.75,unstructured:0.50",
+            "--seeds", "2", "--steps", "1000", "--db", tmp_path / "rnm.db"]
+    code, _, err = rnm_here(args, monkeypatch, capsys)
+    assert code == 0, err
+    runs = queued(tmp_path / "rnm.db")
+    assert Counter(runs["pattern"]) == {"dense": 2, "2:4": 2, "1:4": 2, "unstructured:0.5": 2, "unstructured:0.75": 2}
+    assert set(runs["seed"]) == {0, 1}
+    code, _, err = rnm_here(args, monkeypatch, capsys)
+    assert code == 0 and "added 0 run(s)" in err, err
+    assert len(queued(tmp_path / "rnm.db")) == 10
+
+
+def test_a_mask_rule_sweep_queues_drop_fraction_only_where_it_means_something(tmp_path, monkeypatch, capsys):
+    """magnitude drops nothing by fraction: its runs of drop_fraction 0.1 and 0.3 are one run (at the default),
+    and a later magnitude run at any drop_fraction is that run; rigl keeps one run per drop_fraction; 1 is allowed."""
+    db = tmp_path / "rnm.db"
+    sweep = [*QUEUE, "--steps", "1000", "--set", "mask_rule=magnitude,rigl", "--set", "drop_fraction=0.1,0.3",
+             "--db", db]
+    code, _, err = rnm_here(sweep, monkeypatch, capsys)
+    assert code == 0, err
+    runs = queued(db)
+    assert sorted(zip(runs["mask_rule"], runs["drop_fraction"])) == [("magnitude", 0.3), ("rigl", 0.1), ("rigl", 0.3)]
+    again = [*QUEUE, "--steps", "1000", "--set", "drop_fraction=0.7,1", "--db", db]
+    code, _, err = rnm_here(again, monkeypatch, capsys)
+    assert code == 0 and "added 0 run(s)" in err and "1 already there" in err, err
+    code, _, err = rnm_here([*again[:-4], "--set", "mask_rule=set", *again[-4:]], monkeypatch, capsys)
+    assert code == 0 and "added 2 run(s)" in err, err
