@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
 
 def queue(
     envs: str = typer.Option(..., help="comma list of envs: Ant,Hopper (newest version) or full ids"),
-    patterns: str = typer.Option(..., help="comma list of N:M patterns: 2:4,1:4,1:8"),
+    patterns: str = typer.Option(..., help="comma list of patterns: N:M or unstructured:S, such as "
+                                 "2:4,1:8,unstructured:0.75"),
     seeds: int = typer.Option(5, help="number of seeds: 5 means seeds 0..4"),
     steps: Optional[str] = typer.Option(None, help="environment steps per run, such as 1e5 (default 1e6)"),
     set_: list[str] = typer.Option([], "--set", help="key=v1,v2 (repeatable); a list sweeps the key"),
@@ -119,8 +120,8 @@ def status(db: Optional[str] = DbOption) -> None:
 def _density_text(row) -> str:
     """'25%' where actors and critics measure the same, 'actor/critic' ('50.3/50.4%') where they differ, each a
     range ('12.7-13.9%') where the runs' settings differ; '-' before a first measurement. Longer than the header,
-    it breaks after each '/' and '-' into lines of at most 6 characters, so the column stays 7 wide at 80
-    columns beside a pattern as long as `unstructured:0.875`."""
+    it breaks after each '/' and '-' into lines of at most 6 characters: the column stays 7 wide, and leaves the
+    env column room beside a pattern as long as `unstructured:0.96875`."""
     actor, critic = _range_text(row.actor_min, row.actor_max), _range_text(row.critic_min, row.critic_max)
     text = actor if actor == critic else f"{actor.rstrip('%')}/{critic}"
     return text if len(text) <= len("density") else re.sub(r"([-/])", "\\1\n", text)
@@ -135,11 +136,12 @@ def _range_text(low: float, high: float) -> str:
 
 def _compact_table(title: str, columns: list[str], wrap: str, numeric: Sequence[str] = ()) -> Table:
     """A table for an 80-column terminal: one space between columns and no frame, every header whole; only the
-    `wrap` column folds its text when the terminal is too narrow. `numeric` columns are right-aligned."""
+    `wrap` column folds its text when the terminal is too narrow, as narrow as it must (a floor wider than its
+    header would push the row past the edge and cut the last column). `numeric` columns are right-aligned."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for name in columns:
         if name == wrap:
-            table.add_column(name, overflow="fold", min_width=max(len(name), 9))
+            table.add_column(name, overflow="fold", min_width=len(name))
         else:
             table.add_column(name, no_wrap=True, min_width=len(name), justify="right" if name in numeric else "left")
     return table
