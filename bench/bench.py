@@ -1,7 +1,9 @@
-"""`make bench`: throughput of rnm's trainer against Stable-Baselines3 TD3, N:M cost, -j scaling, GFLOP/s.
+"""`make bench`: throughput of rnm's trainer against Stable-Baselines3 TD3, N:M cost, -j scaling, GFLOP/s, and
+the per-update cost of each mask rule over dense at 75% sparsity.
 
-Every measurement runs in its own process with one torch thread; rnm and SB3 runs are interleaved so that a
-noisy neighbour slows both alike, and the printed figures are ratios of medians.
+Every measurement runs in a child process with one torch thread; rnm and SB3 runs are interleaved so that a
+noisy neighbour slows both alike, and the printed figures are ratios of medians. The mask-rule configs share one
+child and take turns in short chunks, for the same reason.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from rnmtd3.config import RunConfig
+
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SWEEP_RUNS, SWEEP_STEPS = 6, 4000  # Hopper 2:4 runs of -j 1 and -j 2; a third of each run is start_steps
+RULE_ENV = "HalfCheetah-v5"  # the env of issue 11's comparison
+RULE_CONFIGS = ("dense", *(f"{pattern}/{rule}" for pattern in ("1:4", "unstructured:0.75")
+                           for rule in ("magnitude", "set", "rigl")))
+RULE_CHUNKS, RULE_WARMUP, BATCH_POOL = 10, 50, 32
 
 
 def children(*argvs: list[str]) -> list[dict]:
@@ -106,6 +114,78 @@ def measure_peak() -> dict:
     return out
 
 
+def measure_rules(env_id: str, mask_interval: int, repeats: int) -> dict:
+    """Time agent.update of every RULE_CONFIGS entry over one window of mask_interval updates (so each sparse
+    config runs exactly one mask update in it, at its real frequency), and one mask update alone `repeats` times.
+
+    The window is cut into RULE_CHUNKS chunks and the configs take turns chunk by chunk, in a rotating order, so
+    that a noisy neighbour slows them alike. Batches are random transitions drawn before timing: the time is the
+    agent's alone, without env steps or replay sampling.
+    """
+    import torch
+
+    from rnmtd3.envs import make_env
+    from rnmtd3.replay import Batch
+    from rnmtd3.sweep import make_config
+    from rnmtd3.td3 import TD3Agent
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as the trainer does
+    env = make_env(env_id)
+    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (env.action_space.low, env.action_space.high))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    agents = {}
+    for name in RULE_CONFIGS:
+        pattern, _, rule = name.partition("/")
+        config = make_config(env_id, pattern, 0, {"mask_interval": mask_interval, "mask_rule": rule or "magnitude"})
+        agents[name] = TD3Agent(config, obs_dim, act_dim, low, high)
+    batch_size = agents["dense"].config.batch_size
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen)
+
+    def actions() -> torch.Tensor:
+        return low + (high - low) * torch.rand((batch_size, act_dim), generator=gen)
+
+    pool = [(Batch(rand(batch_size, obs_dim), actions(), rand(batch_size, 1), rand(batch_size, obs_dim),
+                   torch.zeros(batch_size, 1)), rand(batch_size, act_dim)) for _ in range(BATCH_POOL)]
+
+    def run(agent: TD3Agent, updates: int) -> tuple[float, int]:
+        """Seconds for `updates` calls of agent.update, and how many of them moved the masks."""
+        masks = 0
+        t = time.perf_counter()
+        for _ in range(updates):
+            batch, noise = pool[agent.gradient_steps % BATCH_POOL]
+            masks += "sad_actor" in agent.update(batch, noise)
+        return time.perf_counter() - t, masks
+
+    for agent in agents.values():
+        run(agent, RULE_WARMUP)
+    sizes = [mask_interval * (k + 1) // RULE_CHUNKS - mask_interval * k // RULE_CHUNKS for k in range(RULE_CHUNKS)]
+    chunks: dict[str, list[tuple[float, int, int]]] = {name: [] for name in agents}
+    names = list(agents)
+    for i, size in enumerate(sizes):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            chunks[name].append((*run(agents[name], size), size))
+    mask_s: dict[str, list[float]] = {name: [] for name in names if name != "dense"}
+    for k in range(repeats):  # one mask update alone, the configs in turn
+        batch, noise = pool[k % BATCH_POOL]
+        for name in mask_s:
+            t = time.perf_counter()
+            agents[name].update_masks(batch, noise)
+            mask_s[name].append(time.perf_counter() - t)
+    out = {}
+    for name in names:
+        plain = [seconds / size for seconds, masks, size in chunks[name] if masks == 0]
+        out[name] = {"update_ms": 1e3 * statistics.median(plain),
+                     "window_ms": 1e3 * sum(c[0] for c in chunks[name]) / mask_interval,
+                     "mask_updates_in_window": sum(c[1] for c in chunks[name]),
+                     "mask_update_ms": 1e3 * statistics.median(mask_s[name]) if name in mask_s else 0.0}
+    return out
+
+
 def update_gflop(obs: int, act: int, hidden: tuple[int, ...] = (256, 256), batch: int = 256, delay: int = 2) -> float:
     """Matrix-multiply FLOPs of one TD3 update (the actor's share divided by policy_delay), in GFLOP."""
     def layers(inp: int, out: int) -> list[tuple[int, int]]:
@@ -134,20 +214,16 @@ def sweep_wall(jobs: int, runs: int, steps: int) -> float:
         return time.perf_counter() - t
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="bench-results/bench.json")
-    parser.add_argument("--updates", type=int, default=1500)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    start, n = 1000, args.updates
+def throughput(updates: int, repeats: int) -> tuple[dict, dict[str, float]]:
+    """Whole-trainer steps/s of rnm (dense, N:M, bf16) against SB3, the -j 2 sweep and its ceiling, GFLOP/s."""
+    start, n = 1000, updates
     results: dict[str, list[float]] = {}
 
     def record(key: str, value: float) -> None:
         results.setdefault(key, []).append(value)
         print(f"  {key}: {value:.1f}", flush=True)
 
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for env_id in ("Hopper-v5", "Ant-v5"):
             record(f"{env_id}/sb3", child(["sb3", env_id, str(start), str(n)])["steps_per_sec"])
             for pattern in ("dense", "2:4", "1:8"):
@@ -175,21 +251,65 @@ def main() -> None:
     figures["sweep: -j2 throughput / -j1"] = med["sweep/j1_s"] / med["sweep/j2_s"]
     figures["ceiling: two trainers side by side / one alone"] = (med["pair/Hopper-v5/dense/fp32"]
                                                                / med["Hopper-v5/rnm/dense/fp32"])
-    report = {"machine": {"cpu_count": os.cpu_count(), "platform": sys.platform}, "median_steps_per_sec": med,
-              "peak_gflops": peak, "ratios": figures, "updates_per_measure": n, "repeats": args.repeats}
+    return {"median_steps_per_sec": med, "peak_gflops": peak, "updates_per_measure": n}, figures
+
+
+def mask_rules(mask_interval: int, repeats: int) -> tuple[dict, dict[str, float]]:
+    """Per-update cost of each mask rule over dense, amortized at mask_interval, and one mask update's cost."""
+    timed = child(["rules", RULE_ENV, str(mask_interval), str(repeats)])
+    dense = timed["dense"]
+    figures: dict[str, float] = {}
+    for name, t in timed.items():
+        if name == "dense":
+            continue
+        t["overhead_amortized"] = t["window_ms"] / dense["window_ms"] - 1
+        t["overhead_between_mask_updates"] = t["update_ms"] / dense["update_ms"] - 1
+        t["mask_share"] = t["mask_update_ms"] / mask_interval / dense["update_ms"]
+        figures[f"{RULE_ENV} fp32 {name}: per-update overhead over dense, mask updates every {mask_interval}"] = (
+            t["overhead_amortized"])
+    return {"env": RULE_ENV, "precision": "fp32", "mask_interval": mask_interval, "window_updates": mask_interval,
+            "chunks": RULE_CHUNKS, "mask_update_repeats": repeats, "configs": timed}, figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="bench-results/bench.json")
+    parser.add_argument("--updates", type=int, default=1500, help="throughput: timed updates per measurement")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="throughput: repeats of every measurement; mask rules: timed mask updates per config")
+    parser.add_argument("--mask-interval", type=int, default=RunConfig.__dataclass_fields__["mask_interval"].default,
+                        help="mask rules: gradient steps between mask updates, and the timed window per config")
+    parser.add_argument("--only", choices=("throughput", "mask-rules"), help="run one section (default: both)")
+    args = parser.parse_args()
+    if args.mask_interval < RULE_CHUNKS:
+        parser.error(f"--mask-interval must be at least {RULE_CHUNKS} (the window is timed in {RULE_CHUNKS} chunks)")
+    report: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": sys.platform}, "repeats": args.repeats}
+    figures: dict[str, float] = {}
+    if args.only in (None, "throughput"):
+        part, part_figures = throughput(args.updates, args.repeats)
+        report.update(part)
+        figures.update(part_figures)
+    if args.only in (None, "mask-rules"):
+        report["mask_rules"], part_figures = mask_rules(args.mask_interval, args.repeats)
+        figures.update(part_figures)
+    report["ratios"] = figures
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(figures, indent=2))
+    for name, t in report.get("mask_rules", {}).get("configs", {}).items():
+        print(f"  {name}: update {t['update_ms']:.3f} ms, amortized {t['window_ms']:.3f} ms, "
+              f"one mask update {t['mask_update_ms']:.1f} ms")
     print(f"written to {args.out}")
 
-
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("rnm", "sb3", "peak"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("rnm", "sb3", "rules", "peak"):
         kind, rest = sys.argv[1], sys.argv[2:]
         if kind == "rnm":
             result = measure_rnm(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4])
         elif kind == "sb3":
             result = measure_sb3(rest[0], int(rest[1]), int(rest[2]))
+        elif kind == "rules":
+            result = measure_rules(rest[0], int(rest[1]), int(rest[2]))
         else:
             result = measure_peak()
         print(json.dumps(result))
