@@ -34,13 +34,12 @@ from ..envs import resolve_env_id
 from ..errors import UsageError
 from ..patterns import Pattern
 from ..provenance import VERSION_KEYS
-from ..summary import run_densities
+from ..summary import DENSITY_STATS, run_densities
 from .methods import Method, method_order, stored_config
 
 DONE = "done"
 SAD_PREFIX = "sad_"
-MEASURED_DENSITY = {"density_actor": "density_actor", "density_critic1": "density_critic",
-                    "density_critic2": "density_critic"}
+MEASURED_DENSITY = {name: "density_actor" if "actor" in name else "density_critic" for name in DENSITY_STATS}
 """Training statistic -> the report's column: the two critics are shown as one, their mean."""
 DEFAULT_REPS = 10_000
 
