@@ -1,4 +1,7 @@
-"""The N:M invariant of nm_mask and satisfies_nm, against an independent brute-force reference, and SparseParams."""
+"""The N:M invariant of magnitude_mask and satisfies, against an independent brute-force reference, and SparseParams.
+
+Unstructured patterns and the mask rules (magnitude, SET, RigL) are tested in test_mask_rules.py.
+"""
 
 import numpy as np
 import pytest
@@ -51,7 +54,7 @@ def random_weight(seed: int, out_features: int, in_features: int) -> torch.Tenso
     return torch.from_numpy(rng.standard_normal((out_features, in_features)).astype(np.float32))
 
 
-# -- nm_mask ---------------------------------------------------------------------------------------
+# -- magnitude_mask on N:M -------------------------------------------------------------------------
 @SETTINGS
 @given(out_features=outs, in_features=widths, nm=patterns, seed=seeds)
 def test_nm_mask_invariant_on_random_normal_weights(out_features, in_features, nm, seed):
@@ -123,7 +126,7 @@ def test_nm_mask_does_not_modify_or_track_the_weight():
     assert torch.equal(weight.detach(), before)
 
 
-# -- satisfies_nm ----------------------------------------------------------------------------------
+# -- satisfies on N:M -------------------------------------------------------------------------------
 @SETTINGS
 @given(out_features=outs, in_features=widths, nm=patterns, seed=seeds,
        density=st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.8, 1.0]))
