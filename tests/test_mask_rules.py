@@ -141,7 +141,7 @@ def assert_invariant(agent: TD3Agent) -> None:
 @pytest.mark.parametrize("rule", ["magnitude", *DYNAMIC])
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("dims", DIMS.values(), ids=DIMS.keys())
-def test_invariant_holds_on_six_networks_through_mask_updates(dims, pattern, rule):
+def test_invariant_holds_on_six_networks_through_mask_updates(tmp_path, dims, pattern, rule):
     agent = make_agent(pattern, dims, mask_rule=rule)
     assert {linear.in_features for linear in (agent.actor.net[0], agent.critic1.net[0])} == {dims[0], sum(dims)}
     violations, forwards = [], set()
@@ -166,6 +166,10 @@ def test_invariant_holds_on_six_networks_through_mask_updates(dims, pattern, rul
     assert not violations
     assert forwards == set(NETWORKS)
     assert mask_updates == 4 and sad > 0  # the masks did move
+    # and the checkpoint of these networks passes its own check (the trainer's checkpoints: see the end of the file)
+    path = ckpt.save_public(tmp_path, agent.forward_state_dicts(), agent.config, agent.gradient_steps,
+                            ckpt.owner_of(agent.config))
+    assert ckpt.check_sparsity(path) == {name: True for name in NETWORKS}
 
 
 # -- magnitude ------------------------------------------------------------------------------------------------
