@@ -118,10 +118,11 @@ def status(db: Optional[str] = DbOption) -> None:
 
 
 def _density_text(row) -> str:
-    """'25%' where actors and critics measure the same, 'actor/critic' ('50.3/50.4%') where they differ, each a
-    range ('12.7-13.9%') where the runs' settings differ; '-' before a first measurement. Longer than the header,
-    it breaks after each '/' and '-' into lines of at most 6 characters: the column stays 7 wide, and leaves the
-    env column room beside a pattern as long as `unstructured:0.96875`."""
+    """'25%' where actors and critics measure the same, 'actor/critic' ('25/21%') where they differ, each a range
+    ('21-25%') where the runs' settings differ; '-' before a first measurement. Whole percents (one decimal below
+    10%) keep it within the header's 7 characters (`rnm export runs` has the exact values); a rare longer text breaks after each '/' and
+    '-', so the column stays 7 wide and leaves the env column room beside a pattern such as
+    `unstructured:0.96875`."""
     actor, critic = _range_text(row.actor_min, row.actor_max), _range_text(row.critic_min, row.critic_max)
     text = actor if actor == critic else f"{actor.rstrip('%')}/{critic}"
     return text if len(text) <= len("density") else re.sub(r"([-/])", "\\1\n", text)
@@ -130,7 +131,7 @@ def _density_text(row) -> str:
 def _range_text(low: float, high: float) -> str:
     if math.isnan(low):
         return "-"
-    shown = [f"{value:.1%}".replace(".0%", "%") for value in (low, high)]
+    shown = [f"{value:.0%}" if value >= 0.1 else f"{value:.1%}" for value in (low, high)]
     return shown[0] if shown[0] == shown[1] else f"{shown[0].rstrip('%')}-{shown[1]}"
 
 

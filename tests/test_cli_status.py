@@ -112,7 +112,7 @@ def test_status_shows_the_latest_measured_density_of_actors_and_critics_without_
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env() | {
         "COLUMNS": "200"}, timeout=120)
     assert "torch imported: False" in done.stdout, done.stdout + done.stderr
-    assert density_cells(done.stdout) == {"dense": "100%", "2:4": "50.3-52.5/50.4-52.7%", "1:8": "-",
+    assert density_cells(done.stdout) == {"dense": "100%", "2:4": "50-52/50-53%", "1:8": "-",
                                           "unstructured:0.96875": "3.1%"}
     narrow = status(db)
     assert max(len(line) for line in narrow.splitlines()) <= 80 and "…" not in narrow, narrow

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnmtd3.config import RunConfig, config_keys, key_defaults, parse_assignments, parse_value
+from rnmtd3.config import RunConfig, canonical, config_keys, key_defaults, parse_assignments, parse_value
 from rnmtd3.errors import UsageError
 from rnmtd3.patterns import Pattern
 
@@ -270,3 +270,30 @@ def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         base().steps = 5  # type: ignore[misc]
     assert math.isclose(base().replace(lr=1e-3).lr, 1e-3)
+
+
+# -- the methods' keys --------------------------------------------------------------------------------
+@pytest.mark.parametrize("values, message", [
+    ({"mask_rule": "rigl", "grad_mode": "ste"}, "needs grad_mode=masked"),
+    ({"mask_rule": "set", "grad_mode": "srste"}, "needs grad_mode=masked"),
+    ({"mask_rule": "set", "mask_interval": 0}, "never moves a mask"),
+    ({"mask_rule": "RIGL"}, "mask_rule"),
+    ({"sparse_init": "kaiming"}, "sparse_init"),
+    ({"drop_fraction": 0.0}, "drop_fraction"),
+    ({"drop_fraction": 1.5}, "drop_fraction"),
+    ({"mask_end": 0.0}, "mask_end"),
+    ({"mask_end": 2.0}, "mask_end"),
+])
+def test_meaningless_method_settings_are_refused(values, message):
+    with pytest.raises(UsageError, match=message):
+        RunConfig(env="Hopper-v5", pattern=Pattern(1, 4), seed=0, **values)
+
+
+def test_canonical_resets_the_keys_a_run_ignores():
+    sparse = RunConfig(env="Hopper-v5", pattern=Pattern(1, 4), seed=0)
+    assert canonical(sparse.replace(drop_fraction=0.1)) == sparse  # magnitude drops nothing by fraction
+    assert canonical(sparse.replace(mask_interval=0, mask_end=0.5)) == sparse.replace(mask_interval=0)
+    rigl = sparse.replace(mask_rule="rigl", drop_fraction=0.1, mask_end=0.5)
+    assert canonical(rigl) == rigl
+    dense = RunConfig(env="Hopper-v5", pattern=Pattern.dense(), seed=0)
+    assert canonical(dense.replace(mask_rule="rigl", sparse_init="scaled", drop_fraction=0.1)) == dense

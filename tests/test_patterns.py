@@ -138,3 +138,49 @@ def test_patterns_stay_torch_free():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) > 0.5
+
+
+# -- unstructured:S -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, sparsity", [("unstructured:0.5", 0.5), (" Unstructured : .875 ", 0.875),
+                                            ("unstructured:5e-1", 0.5), ("unstructured:0.75", 0.75)])
+def test_parse_unstructured(text, sparsity):
+    pattern = Pattern.parse(text)
+    assert pattern.is_unstructured and not pattern.is_dense
+    assert pattern.sparsity == sparsity
+    assert Pattern.parse(str(pattern)) == pattern == Pattern.unstructured(sparsity)
+
+
+@pytest.mark.parametrize("text", ["unstructured:0", "unstructured:1", "unstructured:x", "unstructured:", "unstructured",
+                                  "unstructured:nan", "unstructured:inf", "unstructured:-0.5", "unstructured:1.5",
+                                  "unstructured:0.5:1", "unstructured:1e-400"])
+def test_parse_refuses_bad_unstructured(text):
+    with pytest.raises(UsageError, match="pattern"):
+        Pattern.parse(text)
+
+
+def test_n_m_has_a_bounded_group_width():
+    assert Pattern.parse("1:4096").m == 4096
+    with pytest.raises(UsageError, match="at most 4096"):
+        Pattern.parse("1:" + "9" * 70)
+
+
+@pytest.mark.parametrize("out_features, in_features, sparsity", [(256, 11, 0.5), (256, 256, 0.75), (1, 256, 0.875),
+                                                                 (3, 5, 0.999), (7, 13, 0.3)])
+def test_unstructured_keeps_round_of_the_layer_and_at_least_one(out_features, in_features, sparsity):
+    expected = max(1, round((1 - sparsity) * out_features * in_features))
+    assert Pattern.unstructured(sparsity).kept(out_features, in_features) == expected
+
+
+def test_unstructured_labels_tell_every_sparsity_apart_and_sort_after_n_m():
+    labels = [Pattern.parse(t).label() for t in ("unstructured:0.5", "unstructured:0.5001", "unstructured:0.49999",
+                                                 "unstructured:0.9999999")]
+    assert labels[0] == "unstructured 50%" and len(set(labels)) == 4 and "100%" not in labels[3]
+    order = sorted(["unstructured:0.75", "1:8", "dense", "unstructured:0.5", "2:4", "1:4"], key=Pattern.sort_key)
+    assert order == ["dense", "2:4", "unstructured:0.5", "1:4", "unstructured:0.75", "1:8"]
+
+
+def test_network_density_of_unstructured_counts_each_layer_budget():
+    pattern = Pattern.unstructured(0.75)
+    sizes = [(11, 64), (64, 64), (64, 3), (14, 64), (64, 64), (64, 1)]
+    kept = sum(pattern.kept(o, i) for i, o in sizes)
+    assert network_density(pattern, 11, 3, (64, 64), sparse_io=True) == kept / sum(i * o for i, o in sizes)

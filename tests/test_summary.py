@@ -180,6 +180,20 @@ def test_export_runs_and_status_show_an_unreadable_stored_config_as_blank(tmp_pa
     assert status.exit_code == 0 and "Hopper-v5" in status.stdout, status.output
 
 
+def test_export_runs_gives_a_run_queued_before_a_key_existed_that_keys_default(tmp_path: Path):
+    """A stored config without mask_rule (queued before the key) ran with its default, and exports as such, so a
+    filter `mask_rule == 'magnitude'` keeps it."""
+    registry_frames(tmp_path / "rnm.db")
+    with closing(sqlite3.connect(tmp_path / "rnm.db")) as conn, conn:
+        config = json.loads(conn.execute("SELECT config FROM runs WHERE id = 1").fetchone()[0])
+        old = {k: v for k, v in config.items() if k not in ("mask_rule", "drop_fraction", "mask_end", "sparse_init")}
+        conn.execute("UPDATE runs SET config = ? WHERE id = 1", (json.dumps(old),))
+    result = CliRunner().invoke(app, ["export", "runs", "--db", str(tmp_path / "rnm.db")])
+    table = pd.read_csv(io.StringIO(result.stdout)).set_index("run_id")
+    assert table.loc[1, ["mask_rule", "sparse_init", "drop_fraction", "mask_end"]].tolist() == [
+        "magnitude", "dense", 0.3, 1.0]
+
+
 def test_export_runs_says_when_a_waiting_run_retries_and_how_often_it_failed_in_passing(tmp_path: Path):
     registry = open_registry(tmp_path / "rnm.db", create=True)
     try:

@@ -157,7 +157,7 @@ class RunConfig:
         A key left at its default is not part of the identity, so adding a key with a default to RunConfig changes
         no earlier run's hash: re-queueing an old sweep after an upgrade finds every run already there.
         """
-        defaults = {f.name: json_value(f.default) for f in dataclasses.fields(self) if f.name not in IDENTITY_FIELDS}
+        defaults = json_defaults(type(self))
         return {key: value for key, value in self.to_dict().items()
                 if key in IDENTITY_FIELDS or value != defaults[key]}
 
@@ -186,12 +186,16 @@ SPARSITY_KEYS = ("mask_interval", "grad_mode", "srste_decay", "mask_rule", "drop
 
 def canonical(config: RunConfig) -> RunConfig:
     """The config with the keys it ignores at their defaults (same run, same hash): SPARSITY_KEYS when the pattern
-    is dense, drop_fraction under mask_rule=magnitude (which drops nothing by fraction)."""
+    is dense, drop_fraction under mask_rule=magnitude (which drops nothing by fraction), mask_end when masks never
+    move (mask_interval=0)."""
     if config.pattern.is_dense:
         return config.replace(**{key: _FIELDS[key].default for key in SPARSITY_KEYS})
+    ignored = []
     if config.mask_rule == "magnitude":
-        return config.replace(drop_fraction=_FIELDS["drop_fraction"].default)
-    return config
+        ignored.append("drop_fraction")
+    if config.mask_interval == 0:
+        ignored.append("mask_end")
+    return config.replace(**{key: _FIELDS[key].default for key in ignored})
 
 
 def _json_type(key: str) -> type:
@@ -206,6 +210,11 @@ def _json_type_ok(key: str, value: Any) -> bool:
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
+
+
+def json_defaults(config_class: type = RunConfig) -> dict[str, Any]:
+    """Every key's default as it stands in a stored config's JSON: what a run queued before a key existed ran with."""
+    return {f.name: json_value(f.default) for f in dataclasses.fields(config_class) if f.name not in IDENTITY_FIELDS}
 
 
 def json_value(value: Any) -> Any:

@@ -15,6 +15,8 @@ from typing import Sequence
 from .errors import UsageError
 
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+MAX_M = 4096
+"""Wider than any layer of these networks; a bound keeps the padding (and the stored text) small."""
 _UNSTRUCTURED = re.compile(r"^\s*unstructured\s*:\s*(\S+)\s*$")
 
 
@@ -61,6 +63,8 @@ class Pattern:
             raise UsageError(
                 f"bad pattern {text!r}: N:M needs 1 <= N < M (e.g. 2:4, 1:8); use 'dense' for no sparsity"
             )
+        if m > MAX_M:
+            raise UsageError(f"bad pattern {text!r}: M is at most {MAX_M} (a group wider than any layer is a row)")
         return Pattern(n, m)
 
     @property
@@ -103,11 +107,11 @@ class Pattern:
         return (pattern.sparsity, pattern.is_unstructured, pattern.n, pattern.m)
 
     def label(self) -> str:
-        """Header text for tables and legends, e.g. '2:4 (50%)' or 'unstructured 50%'."""
-        percent = f"{self.sparsity:.1%}".replace(".0%", "%")
+        """Header text for tables and legends, e.g. '2:4 (50%)' or 'unstructured 50%'. An unstructured label has
+        every digit of S (up to 10), as it is all that tells two such patterns apart (50% and 49.999%)."""
         if self.is_unstructured:
-            return f"unstructured {percent}"
-        return "dense" if self.is_dense else f"{self} ({percent})"
+            return f"unstructured {self.s * 100:.10g}%"
+        return "dense" if self.is_dense else f"{self} ({self.sparsity:.1%})".replace(".0%", "%")
 
 
 def network_density(pattern: Pattern, obs_dim: int, act_dim: int, hidden: Sequence[int], sparse_io: bool) -> float:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import RunConfig, config_keys
+from .config import RunConfig, config_keys, json_defaults
 from .envs import env_dims
 from .errors import RnmError
 from .patterns import Pattern, network_density
@@ -142,13 +142,14 @@ def runs_export(runs: pd.DataFrame, attempts: pd.DataFrame, densities: pd.DataFr
 
 
 def stored_config(text: str) -> dict:
-    """A run's stored config as a dict, or {} where it does not read as one (edited by hand, cut short): its
+    """A run's stored config as a dict, with the keys it lacks at their defaults (a run queued before a key existed
+    ran with its default, so it is that setting); {} where it does not read as one (edited by hand, cut short): its
     columns stay blank, and one such row never stops the others from being exported."""
     try:
         config = json.loads(text)
     except (TypeError, ValueError):
         return {}
-    return config if isinstance(config, dict) else {}
+    return json_defaults() | config if isinstance(config, dict) else {}
 
 
 def evals_export(evals: pd.DataFrame) -> pd.DataFrame:

@@ -11,25 +11,15 @@ Two spellings, both derived from the same three parts, with the defaults (magnit
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import IDENTITY_FIELDS, MASK_RULES, SPARSE_INITS, RunConfig, json_value
+from ..config import MASK_RULES, SPARSE_INITS, json_defaults
 from ..errors import UsageError
 from ..patterns import Pattern
 
-DEFAULTS: dict[str, Any] = {f.name: json_value(f.default) for f in dataclasses.fields(RunConfig)
-                            if f.name not in IDENTITY_FIELDS}
-"""Every key's default as it stands in a stored config's JSON."""
+DEFAULTS: dict[str, Any] = json_defaults()
 SEPARATOR = "+"
-
-
-def stored_config(text: str) -> dict[str, Any]:
-    """A run's stored config with the keys it lacks at their defaults: a run queued before a key existed ran with
-    its default (a new key with a default never changes a run), so it is the same setting as one that says so."""
-    return DEFAULTS | json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -40,7 +30,7 @@ class Method:
 
     @staticmethod
     def of_config(config: dict[str, Any]) -> "Method":
-        """The method of a stored config (see `stored_config`); a dense run has no rule or init to speak of."""
+        """The method of a stored config (summary.stored_config); a dense run has no rule or init to speak of."""
         pattern = Pattern.parse(config["pattern"])
         if pattern.is_dense:
             return Method(pattern)

@@ -34,8 +34,8 @@ from ..envs import resolve_env_id
 from ..errors import UsageError
 from ..patterns import Pattern
 from ..provenance import VERSION_KEYS
-from ..summary import DENSITY_STATS, run_densities
-from .methods import Method, method_order, stored_config
+from ..summary import DENSITY_STATS, run_densities, stored_config
+from .methods import Method, method_order
 
 DONE = "done"
 SAD_PREFIX = "sad_"
