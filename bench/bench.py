@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rnmtd3.config import RunConfig
+from rnmtd3.config import json_defaults
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SWEEP_RUNS, SWEEP_STEPS = 6, 4000  # Hopper 2:4 runs of -j 1 and -j 2; a third of each run is start_steps
@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1500, help="throughput: timed updates per measurement")
     parser.add_argument("--repeats", type=int, default=3,
                         help="throughput: repeats of every measurement; mask rules: timed mask updates per config")
-    parser.add_argument("--mask-interval", type=int, default=RunConfig.__dataclass_fields__["mask_interval"].default,
+    parser.add_argument("--mask-interval", type=int, default=json_defaults()["mask_interval"],
                         help="mask rules: gradient steps between mask updates, and the timed window per config")
     parser.add_argument("--only", choices=("throughput", "mask-rules"), help="run one section (default: both)")
     args = parser.parse_args()

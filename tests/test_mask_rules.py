@@ -583,3 +583,18 @@ def test_resume_after_a_stop_mid_run_gives_the_same_curve(straight_run, tmp_path
     ours, theirs = (torch.load(f / ckpt.CHECKPOINT, weights_only=True) for f in (tmp_path, folder))
     for name in NETWORKS:
         assert all(torch.equal(ours[name][k], theirs[name][k]) for k in theirs[name]), name
+
+
+def test_every_rule_a_config_accepts_has_its_code():
+    """config.MASK_RULES is what queue accepts (torch-free); sparsity.RULES holds the code: one without the other would
+    queue runs that fail at their first step."""
+    from rnmtd3.config import MASK_RULES
+
+    assert set(MASK_RULES) == set(RULES)
+
+
+def test_rigl_mask_update_without_a_batch_is_refused():
+    config = RunConfig(env="Hopper-v5", pattern=Pattern(1, 4), seed=0, hidden=(8, 8), mask_rule="rigl")
+    agent = TD3Agent(config, 11, 3, -torch.ones(3), torch.ones(3))
+    with pytest.raises(ValueError, match="batch"):
+        agent.update_masks()

@@ -57,7 +57,7 @@ def random_weight(seed: int, out_features: int, in_features: int) -> torch.Tenso
 # -- magnitude_mask on N:M -------------------------------------------------------------------------
 @SETTINGS
 @given(out_features=outs, in_features=widths, nm=patterns, seed=seeds)
-def test_nm_mask_invariant_on_random_normal_weights(out_features, in_features, nm, seed):
+def test_magnitude_mask_invariant_on_random_normal_weights(out_features, in_features, nm, seed):
     n, m = nm
     weight = random_weight(seed, out_features, in_features)
     mask = magnitude_mask(weight, Pattern(n, m))
@@ -80,7 +80,7 @@ def test_nm_mask_invariant_on_random_normal_weights(out_features, in_features, n
 @SETTINGS
 @given(out_features=outs, in_features=widths, nm=patterns, seed=seeds,
        levels=st.sampled_from([1, 2, 3, 5]))
-def test_nm_mask_many_exact_ties(out_features, in_features, nm, seed, levels):
+def test_magnitude_mask_many_exact_ties(out_features, in_features, nm, seed, levels):
     """Weights drawn from a few values (zeros and sign flips included): ties must go to the lowest index."""
     n, m = nm
     rng = np.random.default_rng(seed)
@@ -111,14 +111,14 @@ def test_all_zero_weights_still_keep_real_slots_not_padding():
     assert (mask.numpy() == expected).all()
 
 
-def test_nm_mask_known_example():
+def test_magnitude_mask_known_example():
     weight = torch.tensor([[0.1, -0.9, 0.3, 0.2, 5.0, -6.0, 0.0, 1.0, 0.7, -0.8, 0.01]])
     mask = magnitude_mask(weight, Pattern(2, 4))
     # groups (0.1, -0.9, 0.3, 0.2), (5, -6, 0, 1) and the trailing (0.7, -0.8, 0.01)
     assert mask.tolist() == [[False, True, True, False, True, True, False, False, True, True, False]]
 
 
-def test_nm_mask_does_not_modify_or_track_the_weight():
+def test_magnitude_mask_does_not_modify_or_track_the_weight():
     weight = torch.randn(8, 14, requires_grad=True)
     before = weight.detach().clone()
     mask = magnitude_mask(weight, Pattern(2, 4))
@@ -130,7 +130,7 @@ def test_nm_mask_does_not_modify_or_track_the_weight():
 @SETTINGS
 @given(out_features=outs, in_features=widths, nm=patterns, seed=seeds,
        density=st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.8, 1.0]))
-def test_satisfies_nm_agrees_with_brute_force(out_features, in_features, nm, seed, density):
+def test_satisfies_agrees_with_brute_force(out_features, in_features, nm, seed, density):
     n, m = nm
     rng = np.random.default_rng(seed)
     values = rng.standard_normal((out_features, in_features)).astype(np.float32)
@@ -141,7 +141,7 @@ def test_satisfies_nm_agrees_with_brute_force(out_features, in_features, nm, see
 
 @pytest.mark.parametrize("n, m", PATTERNS)
 @pytest.mark.parametrize("in_features", REAL_WIDTHS)
-def test_satisfies_nm_detects_one_extra_nonzero(n, m, in_features):
+def test_satisfies_detects_one_extra_nonzero(n, m, in_features):
     weight = random_weight(in_features, 5, in_features)
     sparse = weight * magnitude_mask(weight, Pattern(n, m))
     assert satisfies(sparse, Pattern(n, m))

@@ -38,6 +38,8 @@ class Groups:
     @staticmethod
     def of(pattern: Pattern, shape: tuple[int, int]) -> "Groups":
         out_features, in_features = shape
+        if pattern.is_dense:
+            return Groups(shape, out_features * in_features, out_features * in_features, 0)
         if pattern.is_unstructured:
             return Groups(shape, out_features * in_features, pattern.kept(out_features, in_features), 0)
         return Groups(shape, pattern.m, pattern.n, (-in_features) % pattern.m)
@@ -55,7 +57,8 @@ class Groups:
         ties go to the lowest index, and padding (scored -inf) loses to every real weight."""
         grouped = self.view(scores.detach().float(), fill=-math.inf)
         order = torch.sort(grouped, dim=-1, descending=True, stable=True).indices
-        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(self.size, device=order.device).expand_as(order))
+        positions = torch.arange(self.size, device=order.device).expand_as(order)
+        ranks = torch.empty_like(order).scatter_(-1, order, positions)
         counts = counts.unsqueeze(-1) if isinstance(counts, torch.Tensor) else counts
         return self.layer(ranks < counts)
 
@@ -72,8 +75,6 @@ def magnitude_mask(weight: torch.Tensor, pattern: Pattern) -> torch.Tensor:
 
 def satisfies(weight: torch.Tensor, pattern: Pattern) -> bool:
     """True when no group of `pattern` holds more nonzeros than its budget (always true for dense)."""
-    if pattern.is_dense:
-        return True
     groups = Groups.of(pattern, tuple(weight.shape))
     return bool((groups.nonzero_counts(weight) <= groups.budget).all())
 
@@ -129,6 +130,10 @@ def rigl(update: LayerUpdate) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class MaskRule:
+    """A rule's new-mask function with the two facts the caller must act on: whether grown weights restart from zero
+    (then their latents and Adam moments are cleared), and whether it needs this step's dense gradients (one extra
+    backward pass, only at a mask update)."""
+
     new_mask: Callable[[LayerUpdate], torch.Tensor]
     regrows_from_zero: bool  # grown weights start at zero, with fresh optimizer moments
     needs_dense_grad: bool
@@ -165,8 +170,7 @@ class SparseParams:
     def __init__(self, module: nn.Module, pattern: Pattern, sparse_io: bool, grad_mode: str = "masked",
                  srste_decay: float = 0.0, sparse_init: str = "dense"):
         self.module = module
-        self.pattern = pattern
-        self.rule = _GradRule(grad_mode, srste_decay)
+        self.grad_rule = _GradRule(grad_mode, srste_decay)
         self.linears = [layer for layer in module.modules() if isinstance(layer, nn.Linear)]
         if pattern.is_dense:
             sparse = []
@@ -183,7 +187,7 @@ class SparseParams:
         self.optim_params = list(self.forward_params)
         for i, latent in zip(self.sparse_index, self.latent):
             self.optim_params[i] = latent
-        self.masks = [magnitude_mask(w, pattern) for w in self.latent]
+        self.masks = [groups.top(w.abs(), groups.budget) for groups, w in zip(self.groups, self.latent)]
         self._float_masks = [mask.to(w.dtype) for mask, w in zip(self.masks, self.latent)]
         self._pruned = [1.0 - mask for mask in self._float_masks]
         self.followers: list[SparseParams] = []
@@ -213,7 +217,7 @@ class SparseParams:
             param.grad = grad
         if not self.latent:
             return
-        if self.rule.mode == "masked":
+        if self.grad_rule.mode == "masked":
             torch._foreach_mul_([grads[i] for i in self.sparse_index], self._float_masks)
 
     @torch.no_grad()
@@ -225,8 +229,8 @@ class SparseParams:
         gradient instead, Adam would divide the decay by the gradient's running scale, so its strength would
         follow the loss's scale, not srste_decay.
         """
-        if self.rule.mode == "srste" and self.latent:
-            torch._foreach_addcmul_(self.latent, self._pruned, self.latent, value=-lr * self.rule.srste_decay)
+        if self.grad_rule.mode == "srste" and self.latent:
+            torch._foreach_addcmul_(self.latent, self._pruned, self.latent, value=-lr * self.grad_rule.srste_decay)
 
     @torch.no_grad()
     def project(self) -> None:
@@ -266,7 +270,7 @@ class SparseParams:
             old.copy_(new)
             self._float_masks[k].copy_(new)
             self._pruned[k].copy_(~new)
-        if optimizer is not None and self.rule.mode == "masked":
+        if optimizer is not None and self.grad_rule.mode == "masked":
             for latent, mask in zip(self.latent, self._float_masks):
                 state = optimizer.state.get(latent)
                 if state and "exp_avg" in state:

@@ -53,7 +53,7 @@ class TD3Agent:
         self.mask_rule = RULES[config.mask_rule]
         self.mask_generator = torch.Generator().manual_seed(config.seed + MASK_SEED_OFFSET)
         # Masks move until mask_end of the gradient steps, one per environment step after start_steps.
-        self.mask_end_step = config.mask_end * max(config.steps - config.start_steps, 1)
+        self.mask_end_step = round(config.mask_end * max(config.steps - config.start_steps, 1))
         self.max_action = self.actor.action_scale
         self.action_low = self.actor.action_bias - self.actor.action_scale
         self.action_high = self.actor.action_bias + self.actor.action_scale
@@ -124,8 +124,10 @@ class TD3Agent:
         """New masks for the online networks by the run's mask rule (targets follow); returns SAD per network.
 
         RigL's dense gradients are those of this step's losses at the current weights (`batch`, `noise`): one extra
-        backward pass per mask update.
+        backward pass per mask update. Rules that need no gradient need no batch.
         """
+        if self.mask_rule.needs_dense_grad and (batch is None or noise is None):
+            raise ValueError(f"mask_rule={self.config.mask_rule} needs this step's batch and noise")
         fraction = drop_fraction_at(self.config.drop_fraction, self.gradient_steps, self.mask_end_step)
         grads = self._dense_grads(batch, noise) if self.mask_rule.needs_dense_grad else {}
         optimizers = {"actor": self.actor_optimizer, "critic1": self.critic_optimizer,
