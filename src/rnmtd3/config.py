@@ -274,4 +274,19 @@ def parse_assignments(items: list[str]) -> dict[str, list[Any]]:
         if not sep or not key or not values.strip():
             raise UsageError(f"bad --set {item!r}: write key=value or key=v1,v2")
         swept[key] = [parse_value(key, value) for value in values.split(",")]
+        _refuse_repeats(key, values, swept[key])
     return swept
+
+
+def _refuse_repeats(key: str, text: str, values: list[Any]) -> None:
+    """A sweep list that names a value twice is a mistake, most often `hidden=256,256` written for SB3's
+    `net_arch=[256, 256]`: it would queue one network with a single hidden layer of 256, not two layers."""
+    repeated = next((value for i, value in enumerate(values) if value in values[:i]), None)
+    if repeated is None:
+        return
+    shown = "x".join(map(str, repeated)) if key == "hidden" else repeated
+    fix = ""
+    if key == "hidden" and all(len(widths) == 1 for widths in values):  # 256,256: one layer each
+        fix = f"; the layers of one network are written with x: hidden={'x'.join(str(w) for w, in values)}"
+    raise UsageError(f"bad --set {key}={text}: a comma list sweeps {key} (one run per value) and names {shown} "
+                     f"twice{fix}")
