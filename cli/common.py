@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 from rich.console import Console
+
+from rnmtd3.config import RunConfig
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -20,3 +22,16 @@ def fmt_duration(seconds: Optional[float]) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def warn_no_training(configs: Sequence[RunConfig]) -> None:
+    """One warning line for runs whose steps are all random ones (steps <= start_steps): they would make no gradient
+    update, yet report a return, so a short smoke test (`--steps 1e4` beside the default start_steps=25000) reads
+    as a trained agent. The runs still go ahead: a random-policy baseline is a legitimate run."""
+    idle = [config for config in configs if config.steps <= config.start_steps]
+    if idle:
+        first = min(idle, key=lambda config: config.steps)
+        err.print(f"rnm: warning: {len(idle)} run(s) have steps ({first.steps:,}) <= start_steps "
+                  f"({first.start_steps:,}): they act at random and never update their networks; to train, set "
+                  f"start_steps below steps, such as --set start_steps={first.steps // 10}",
+                  soft_wrap=True, markup=False)

@@ -21,15 +21,7 @@ from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
 from rnmtd3.sweep import expand, split_list
 
-from .common import DbOption, err, fmt_duration, out
-
-
-def register(app: typer.Typer) -> None:
-    app.command("queue")(queue)
-    app.command("status")(status)
-    app.command("retry")(retry)
-    app.command("cancel")(cancel)
-    app.command("export")(export)
+from .common import DbOption, err, fmt_duration, out, warn_no_training
 
 
 def queue(
@@ -38,18 +30,22 @@ def queue(
                                  "2:4,1:8,unstructured:0.75"),
     seeds: int = typer.Option(5, help="number of seeds: 5 means seeds 0..4"),
     steps: Optional[str] = typer.Option(None, help="environment steps per run, such as 1e5 (default 1e6)"),
-    set_: list[str] = typer.Option([], "--set", help="key=v1,v2 (repeatable); a list sweeps the key"),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=V1,V2", help="config key=value (repeatable; `rnm keys` "
+                                   "lists them); a comma list sweeps the key"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="queue the dense baseline too"),
     max_attempts: int = typer.Option(3, help="attempts before a run is marked failed"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be queued, write nothing"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Queue every (env, pattern, seed, --set value) combination; queueing the same thing again adds nothing."""
+    """Queue a sweep: envs x patterns x seeds x each --set list.
+
+    Every (env, pattern, seed, --set value) combination is one run; queueing the same thing again adds nothing."""
     if not 1 <= max_attempts <= DB_INT_MAX:
         raise UsageError(f"bad --max-attempts {max_attempts}: give a number from 1 to {DB_INT_MAX}")
     configs = expand(split_list(envs), split_list(patterns), seeds, set_, baseline=baseline,
                      steps=None if steps is None else parse_value("steps", steps))
     check_runs_fit(configs)
+    warn_no_training(configs)
     if dry_run and not database_exists(db):
         result, url = EnqueueResult(configs, []), None
     else:
@@ -67,14 +63,16 @@ def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> N
     keys = sorted(set(new) | set(old), key=lambda k: (k[0], Pattern.sort_key(k[1])))
     for env, pattern in keys:
         table.add_row(env, pattern, str(new[(env, pattern)]), str(old[(env, pattern)]))
-    err.print(table)
+    out.print(table)
     verb = "would add" if dry_run else "added"
     where = f" to {url}" if url else ""
-    err.print(f"{verb} {len(added)} run(s){where}; {len(present)} already there")
+    err.print(f"{verb} {len(added)} run(s){where}; {len(present)} already there", soft_wrap=True)
 
 
 def status(db: Optional[str] = DbOption) -> None:
-    """Counts by status for each env and pattern with the latest measured density of its networks (actor/critic
+    """Progress of the queue: counts, density, speed, ETA, failures.
+
+    Counts by status for each env and pattern with the latest measured density of its networks (actor/critic
     where they differ), progress, speed and ETA, failed runs with their last error line, runs backing off after a
     passing failure, and runs with notes (why one restarted, for instance)."""
     registry = open_registry(db, create=False)
@@ -149,35 +147,47 @@ def _compact_table(title: str, columns: list[str], wrap: str, numeric: Sequence[
 
 
 def retry(
-    run_ids: list[int] = typer.Argument(None, help="run ids (default: every failed or cancelled run)"),
+    run_ids: list[int] = typer.Argument(None, metavar="RUN_ID",
+                                        help="run ids (default: every failed or cancelled run)"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Put failed (and cancelled) runs back in the queue; they resume from their last checkpoint."""
+    """Put failed (and cancelled) runs back in the queue.
+
+    They resume from their last checkpoint."""
     registry = open_registry(db, create=False)
     count = registry.retry_failed(run_ids or None)
     err.print(f"{count} run(s) back in the queue")
 
 
 def cancel(
-    run_ids: list[int] = typer.Argument(None, help="run ids (default: every queued run)"),
+    run_ids: list[int] = typer.Argument(None, metavar="RUN_ID", help="run ids"),
+    all_: bool = typer.Option(False, "--all", help="every queued run (and, with --running, every running one)"),
     running: bool = typer.Option(False, "--running", help="cancel running runs too (their workers stop)"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Cancel queued runs (and, with --running, running ones); `rnm retry` undoes it."""
+    """Cancel queued runs (and, with --running, running ones).
+
+    Name the runs, or give --all for every one; `rnm retry` undoes it."""
+    if bool(run_ids) == all_:
+        raise UsageError("give run ids or --all, not both" if all_ else
+                         "give the ids of the runs to cancel, or --all to cancel every queued run")
     registry = open_registry(db, create=False)
     count = registry.cancel(run_ids or None, include_running=running)
     err.print(f"{count} run(s) cancelled")
 
 
 def export(
-    what: str = typer.Argument(..., help="runs or evals"),
+    what: str = typer.Argument(..., metavar="runs|evals|stats", help="what to export"),
     fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout for csv)"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Export the runs or the evaluation curves as a table for pandas, R or a spreadsheet."""
-    if what not in ("runs", "evals"):
-        raise UsageError(f"cannot export {what!r}: choose runs or evals")
+    """Export runs, evaluation curves or training statistics.
+
+    A table for pandas, R or a spreadsheet: the runs (one row each), the evaluation curves, or the training
+    statistics (losses, SAD, steps/s, measured density; one row per run, step and name)."""
+    if what not in ("runs", "evals", "stats"):
+        raise UsageError(f"cannot export {what!r}: choose runs, evals or stats")
     if fmt not in ("csv", "parquet"):
         raise UsageError(f"bad --format {fmt!r}: choose csv or parquet")
     if fmt == "parquet" and out_file is None:
@@ -185,8 +195,10 @@ def export(
     registry = open_registry(db, create=False)
     if what == "runs":
         frame = runs_export(registry.runs_frame(), registry.attempts_frame(), measured_densities(registry))
-    else:
+    elif what == "evals":
         frame = evals_export(registry.evals_frame())
+    else:
+        frame = registry.stats_frame()
     if fmt == "parquet":
         try:
             frame.to_parquet(out_file, index=False)

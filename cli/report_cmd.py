@@ -21,10 +21,6 @@ class Format(str, Enum):
     csv = "csv"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("report")(report)
-
-
 def report(
     format_: Format = typer.Option(Format.markdown, "--format", help="table format"),
     out: Optional[Path] = typer.Option(None, help="write the table to this file instead of stdout"),
@@ -36,12 +32,14 @@ def report(
                    "sparse_init it was run with; the dense baseline is always kept"),
     include_partial: bool = typer.Option(
         False, "--include-partial", help="include unfinished and failed runs, scored on their evaluations so far"),
-    set_: list[str] = typer.Option([], "--set", help="report the runs with this config value (key=value, "
-                                   "repeatable): one setting of a --set sweep"),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="report the runs with this config value "
+                                   "(key=value, repeatable): one setting of a --set sweep"),
     seed: int = typer.Option(0, help="seed of the bootstrap confidence intervals"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs, density) and figures from the finished
+    """Paper tables and figures from the finished runs.
+
+    Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs, density) and figures from the finished
     runs, one column per method: a pattern with its mask_rule and sparse_init ('2:4 (50%) rigl')."""
     from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
 

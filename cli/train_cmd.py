@@ -14,12 +14,9 @@ from rnmtd3.config import key_defaults, parse_value
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.sweep import make_config, single_values
 
+from .common import warn_no_training
+
 console = Console(stderr=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("keys")(keys)
 
 
 def train(
@@ -27,15 +24,19 @@ def train(
     pattern: str = typer.Option("2:4", help="N:M pattern such as 2:4, 1:8, or dense"),
     seed: int = typer.Option(0, help="random seed"),
     steps: Optional[str] = typer.Option(None, help="environment steps, such as 1e5 (default 1e6)"),
-    set_: list[str] = typer.Option([], "--set", help="config key=value, repeatable (`rnm keys` lists them)"),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="config key=value, repeatable (`rnm keys` "
+                                   "lists them)"),
     out: Path = typer.Option(..., help="folder for checkpoint.pt and evals.csv; an existing run there resumes"),
     threads: int = typer.Option(1, help="torch threads"),
 ) -> None:
-    """Train one RNM-TD3 agent in the foreground, writing OUT/checkpoint.pt and OUT/evals.csv as it goes."""
+    """Train one agent in the foreground, without the queue.
+
+    Writes OUT/checkpoint.pt and OUT/evals.csv as it goes."""
     from rnmtd3.runs import train_foreground  # torch loads here only: the other commands start without it
     config = make_config(env, pattern, seed,
                          single_values(set_, steps=None if steps is None else parse_value("steps", steps)))
     check_runs_fit([config])
+    warn_no_training([config])
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),
                TimeRemainingColumn())
@@ -59,7 +60,9 @@ def train(
 
 
 def keys() -> None:
-    """List the config keys that --set takes, with their defaults and meaning."""
+    """List the config keys that --set takes.
+
+    Each with its default and meaning."""
     table = Table(title="config keys (--set key=value)", title_justify="left")
     for column in ("key", "default", "meaning"):
         table.add_column(column, overflow="fold")

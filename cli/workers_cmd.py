@@ -24,10 +24,6 @@ MAX_LEASE_S = 86_400.0
 """A day: a longer silence is a dead worker, and the heartbeat waits lease/4 in a timer that must not overflow."""
 
 
-def register(app: typer.Typer) -> None:
-    app.command("run-workers")(run_workers)
-
-
 def run_workers(
     jobs: int = typer.Option(1, "-j", "--jobs", help="worker processes"),
     threads_per_worker: int = typer.Option(1, help="torch threads per worker"),
@@ -39,7 +35,9 @@ def run_workers(
                                       "'auto' (a running cluster) or 'local' (start one here)"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Drain the queue with N worker processes; Ctrl-C checkpoints every run and hands it back to the queue."""
+    """Drain the queue with N worker processes.
+
+    Ctrl-C checkpoints every run and hands it back to the queue."""
     if jobs < 1 or threads_per_worker < 1:
         raise UsageError("-j and --threads-per-worker must be at least 1")
     if not 10 <= lease <= MAX_LEASE_S:  # NaN fails both comparisons

@@ -308,7 +308,7 @@ def test_status_retry_and_cancel_after_a_real_failure(tmp_path):
     runs = registry_runs(db)
     assert list(runs["status"]) == [QUEUED] and list(runs["attempts"]) == [0]
 
-    cancel = rnm(["cancel", "--db", db], tmp_path)
+    cancel = rnm(["cancel", "--all", "--db", db], tmp_path)
     assert cancel.returncode == 0 and "1 run(s) cancelled" in flat(cancel.stderr), describe(cancel)
     assert list(registry_runs(db)["status"]) == [CANCELLED]
 
