@@ -81,10 +81,10 @@ def status(db: Optional[str] = DbOption) -> None:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
         return
     numbers = ["density", "queued", "running", "done", "failed", "cancel", "progress"]
-    table = _compact_table(f"runs in {registry.url}", ["env", "pattern", *numbers], wrap="env", numeric=numbers)
+    table = _compact_table(f"runs in {registry.url}", ["env", "method", *numbers], wrap="env", numeric=numbers)
     for row in summary.counts.itertuples(index=False):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
-        table.add_row(row.env, row.pattern, _density_text(row), str(row.queued), str(row.running), str(row.done),
+        table.add_row(row.env, row.method, _density_text(row), str(row.queued), str(row.running), str(row.done),
                       str(row.failed), str(row.cancelled), f"{progress:.0%}")
     out.print(table)
     overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0

@@ -66,7 +66,7 @@ def test_status_fits_80_columns_and_no_header_is_cut(tmp_path: Path):
     text = status(tmp_path / "rnm.db")
     assert max(len(line) for line in text.splitlines()) <= 80, text
     assert "…" not in text, text
-    assert header_words(text, "env") == ["env", "pattern", "density", "queued", "running", "done", "failed",
+    assert header_words(text, "env") == ["env", "method", "density", "queued", "running", "done", "failed",
                                          "cancel", "progress"]
     assert header_words(text, "run")[:5] == ["run", "env", "pattern", "seed", "attempts"]
     assert "RuntimeError:" in text  # the last error line, folded but whole
@@ -116,7 +116,7 @@ def test_status_shows_the_latest_measured_density_of_actors_and_critics_without_
                                           "unstructured:0.96875": "3.1%"}
     narrow = status(db)
     assert max(len(line) for line in narrow.splitlines()) <= 80 and "…" not in narrow, narrow
-    assert header_words(narrow, "env") == ["env", "pattern", "density", "queued", "running", "done", "failed",
+    assert header_words(narrow, "env") == ["env", "method", "density", "queued", "running", "done", "failed",
                                            "cancel", "progress"]
 
 

@@ -21,7 +21,7 @@ from matplotlib.image import imread
 from rnmtd3.config import RunConfig
 from rnmtd3.errors import UsageError
 from rnmtd3.report import LATEX_PREAMBLE, build_report, render, write_plots
-from rnmtd3.report.methods import Method
+from rnmtd3.methods import Method
 
 LAST_K = 5
 REPS = 1_000  # bootstrap resamples: enough to test the interval, few enough for a fast test

@@ -16,7 +16,7 @@ from test_report import LAST_K, REPS, expected_cells, make_frames, read_csv
 
 from rnmtd3.errors import UsageError
 from rnmtd3.report import build_report, render
-from rnmtd3.report.methods import Method, method_order
+from rnmtd3.methods import Method, method_order
 from rnmtd3.report.plots import DENSE_COLOR, draw_band, method_colors
 
 # Given out of order on purpose: the report must sort them.

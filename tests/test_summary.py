@@ -155,13 +155,31 @@ def test_status_summary_ranges_actors_and_critics_over_a_groups_measured_runs():
     runs = pd.DataFrame({"run_id": [1, 2, 3, 4], "env": ["Hopper-v5"] * 3 + ["Ant-v5"], "pattern": ["2:4"] * 4,
                          "seed": [0, 1, 2, 0], "status": ["running"] * 4, "attempts": 1, "steps_done": 0, "steps_total": 10,
                          "steps_per_sec": math.nan, "error": None, "notes": None, "retry_at": math.nan,
-                         "transient_failures": 0})
+                         "transient_failures": 0,
+                         "config": [make_config(env, "2:4", 0).to_json() for env in ["Hopper"] * 3 + ["Ant"]]})
     densities = pd.DataFrame({"run_id": [1, 2, 3, 4], "density_actor": [0.5, 0.6, math.nan, math.nan],
                               "density_critic1": [0.4, 0.7, math.nan, math.nan],
                               "density_critic2": [0.45, 0.8, math.nan, math.nan]})
     counts = summarize(runs, densities).counts.set_index("env")
     assert counts.loc["Hopper-v5", list(DENSITY_RANGES)].tolist() == [0.5, 0.6, 0.4, 0.8]
     assert counts.loc["Ant-v5", list(DENSITY_RANGES)].isna().all()
+
+
+def test_status_rows_are_methods_so_rules_of_one_pattern_stand_apart(tmp_path: Path):
+    """A sweep over mask rules and inits of one pattern shows one row per method, in the report's order, each with
+    its own counts; a config that does not read still has a row, under its pattern."""
+    registry = open_registry(tmp_path / "rnm.db", create=True)
+    try:
+        registry.enqueue([make_config("Hopper", pattern, seed, values) for seed in (0, 1) for pattern, values in (
+            ("1:4", {"mask_rule": "rigl"}), ("1:4", {}), ("1:8", {"sparse_init": "scaled"}), ("dense", {}))])
+        runs = registry.runs_frame()
+    finally:
+        registry.close()
+    counts = summarize(runs, pd.DataFrame(columns=["run_id", *DENSITY_STATS])).counts
+    assert counts["method"].tolist() == ["dense", "1:4", "1:4+rigl", "1:8+scaled"]
+    assert counts["queued"].tolist() == [2, 2, 2, 2]
+    broken = runs.assign(config=runs["config"].where(runs["pattern"] != "1:8", "garbage"))
+    assert "1:8" in summarize(broken, pd.DataFrame(columns=["run_id", *DENSITY_STATS])).counts["method"].tolist()
 
 
 def test_export_runs_and_status_show_an_unreadable_stored_config_as_blank(tmp_path: Path):

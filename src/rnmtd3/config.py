@@ -217,6 +217,17 @@ def json_defaults(config_class: type = RunConfig) -> dict[str, Any]:
     return {f.name: json_value(f.default) for f in dataclasses.fields(config_class) if f.name not in IDENTITY_FIELDS}
 
 
+def stored_config(text: str) -> dict:
+    """A run's stored config as a dict, with the keys it lacks at their defaults (a run queued before a key existed
+    ran with its default, so it is that setting); {} where it does not read as one (edited by hand, cut short): its
+    columns stay blank, and one such row never stops the others from being exported."""
+    try:
+        config = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return json_defaults() | config if isinstance(config, dict) else {}
+
+
 def json_value(value: Any) -> Any:
     """A parsed value as it stands in a stored config's JSON (hidden as a list)."""
     return list(value) if isinstance(value, tuple) else value

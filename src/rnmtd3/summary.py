@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import RunConfig, config_keys, json_defaults
+from .config import RunConfig, config_keys, stored_config
 from .envs import env_dims
 from .errors import RnmError
-from .patterns import Pattern, network_density
+from .methods import method_order, method_text
+from .patterns import network_density
 from .provenance import KEYS as PROVENANCE_KEYS
 from .registry import STATUSES, Registry
 
@@ -43,19 +44,21 @@ def measured_densities(registry: Registry) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
-    """`densities` as measured_densities gives them."""
+    """Counts per env and method (a pattern with its mask rule and init), so that a sweep over rules shows each
+    rule's own progress and density; `densities` as measured_densities gives them."""
     if runs.empty:
-        empty = pd.DataFrame(columns=["env", "pattern", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
+        empty = pd.DataFrame(columns=["env", "method", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "retries", "retry_at",
                                                    "error"]))
-    counts = runs.pivot_table(index=["env", "pattern"], columns="status", values="run_id", aggfunc="count",
+    runs = runs.assign(method=[method_text(c, p) for c, p in zip(runs["config"], runs["pattern"])])
+    counts = runs.pivot_table(index=["env", "method"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
-    steps = runs.groupby(["env", "pattern"])[["steps_done", "steps_total"]].sum()
+    steps = runs.groupby(["env", "method"])[["steps_done", "steps_total"]].sum()
     counts = counts.join(steps).join(density_ranges(runs, densities)).reset_index()
-    counts = counts.sort_values(["env", "pattern"], key=lambda col: col.map(Pattern.sort_key) if col.name == "pattern"
+    counts = counts.sort_values(["env", "method"], key=lambda col: col.map(method_order) if col.name == "method"
                                 else col).reset_index(drop=True)
     counts.columns.name = None
     active = runs[runs["status"].isin(["queued", "running"])]
@@ -78,14 +81,14 @@ def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
 
 
 def density_ranges(runs: pd.DataFrame, densities: pd.DataFrame) -> pd.DataFrame:
-    """Per (env, pattern), the lowest and highest latest measured density of its runs' actors and of their critics
+    """Per (env, method), the lowest and highest latest measured density of its runs' actors and of their critics
     (both critics of a run pooled): a sweep over hidden sizes or sparse_io differs by run, and an input width that
     is not a multiple of M makes an actor and a critic differ."""
-    measured = runs[["run_id", "env", "pattern"]].merge(densities, on="run_id", how="left")
+    measured = runs[["run_id", "env", "method"]].merge(densities, on="run_id", how="left")
     critics = measured[list(DENSITY_STATS[1:])]
     measured = measured.assign(actor=measured[DENSITY_STATS[0]], critic_low=critics.min(axis=1),
                                critic_high=critics.max(axis=1))
-    return measured.groupby(["env", "pattern"]).agg(actor_min=("actor", "min"), actor_max=("actor", "max"),
+    return measured.groupby(["env", "method"]).agg(actor_min=("actor", "min"), actor_max=("actor", "max"),
                                                     critic_min=("critic_low", "min"), critic_max=("critic_high", "max"))
 
 
@@ -139,17 +142,6 @@ def runs_export(runs: pd.DataFrame, attempts: pd.DataFrame, densities: pd.DataFr
     for column in ("created_at", "started_at", "finished_at", "retry_at"):
         out[column] = pd.to_datetime(out[column], unit="s", utc=True)
     return out
-
-
-def stored_config(text: str) -> dict:
-    """A run's stored config as a dict, with the keys it lacks at their defaults (a run queued before a key existed
-    ran with its default, so it is that setting); {} where it does not read as one (edited by hand, cut short): its
-    columns stay blank, and one such row never stops the others from being exported."""
-    try:
-        config = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return json_defaults() | config if isinstance(config, dict) else {}
 
 
 def evals_export(evals: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .methods import Method
+from ..methods import Method
 from .stats import Report
 
 PANEL_WIDTH_IN = 3.3

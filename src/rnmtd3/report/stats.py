@@ -29,13 +29,13 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
-from ..config import SPARSITY_KEYS, json_value
+from ..config import SPARSITY_KEYS, json_value, stored_config
 from ..envs import resolve_env_id
 from ..errors import UsageError
 from ..patterns import Pattern
 from ..provenance import VERSION_KEYS
-from ..summary import DENSITY_STATS, run_densities, stored_config
-from .methods import Method, method_order
+from ..summary import DENSITY_STATS, run_densities
+from ..methods import Method, method_order
 
 DONE = "done"
 SAD_PREFIX = "sad_"

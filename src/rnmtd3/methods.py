@@ -1,6 +1,7 @@
 """A method: a pattern (where the zeros may be) with its mask rule (how they move) and its init (how the kept
-weights start). The report's columns, aggregate rows and plot lines are methods, so that N:M, unstructured and the
-dynamic sparse rules stand side by side; every other key must be one setting per column (`stats` refuses a mix).
+weights start). The report's columns, aggregate rows and plot lines, and `rnm status`'s rows, are methods, so that
+N:M, unstructured and the dynamic sparse rules stand side by side; every other key must be one setting per report
+column (`report.stats` refuses a mix).
 
 Two spellings, both derived from the same three parts, with the defaults (magnitude, dense init) left unsaid:
 - the canonical text, in the exported frames: `dense`, `2:4`, `2:4+rigl`, `1:8+scaled`,
@@ -14,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import MASK_RULES, SPARSE_INITS, json_defaults
-from ..errors import UsageError
-from ..patterns import Pattern
+from .config import MASK_RULES, SPARSE_INITS, json_defaults, stored_config
+from .errors import UsageError
+from .patterns import Pattern
 
 DEFAULTS: dict[str, Any] = json_defaults()
 SEPARATOR = "+"
@@ -71,3 +72,13 @@ class Method:
 def method_order(text: str) -> tuple:
     """Sort key of a method's canonical text: the order of every column, aggregate row and legend."""
     return Method.parse(text).sort_key()
+
+
+def method_text(config_text: str, pattern: str) -> str:
+    """The canonical method of a run from its stored config; its pattern alone where the config does not read (a
+    run edited by hand still has a row), and where it names a rule this version does not know."""
+    config = stored_config(config_text)
+    try:
+        return str(Method.of_config(config)) if config else pattern
+    except UsageError:
+        return pattern
