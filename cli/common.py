@@ -25,10 +25,9 @@ def fmt_duration(seconds: Optional[float]) -> str:
 
 
 def warn_no_training(configs: Sequence[RunConfig]) -> None:
-    """One warning line for runs whose steps are all random ones (steps <= start_steps): they would make no gradient
-    update, yet report a return, so a short smoke test (`--steps 1e4` beside the default start_steps=25000) reads
-    as a trained agent. The runs still go ahead: a random-policy baseline is a legitimate run."""
-    idle = [config for config in configs if config.steps <= config.start_steps]
+    """One warning line for runs that make no gradient update (RunConfig.updates_networks), such as a smoke test with
+    `--steps 1e4` beside the default start_steps=25000. They still go ahead: a random-policy baseline is a run."""
+    idle = [config for config in configs if not config.updates_networks]
     if idle:
         first = min(idle, key=lambda config: config.steps)
         err.print(f"rnm: warning: {len(idle)} run(s) have steps ({first.steps:,}) <= start_steps "

@@ -166,6 +166,12 @@ class RunConfig:
         """The run's identity as a digest: equal configs give equal hashes, and new default keys change none."""
         return identity_hash(self.identity())
 
+    @property
+    def updates_networks(self) -> bool:
+        """False when every step is a random start step (steps <= start_steps): such a run makes no gradient update
+        yet reports a return, a random-policy baseline that a short smoke test can mistake for a trained agent."""
+        return self.steps > self.start_steps
+
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
