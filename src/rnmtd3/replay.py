@@ -53,7 +53,18 @@ class ReplayBuffer:
                 "terminated": self.terminated[:n].clone(), "pos": self.pos, "size": self.size}
 
     def load_state(self, state: dict[str, object]) -> None:
-        n = int(state["size"])  # type: ignore[arg-type]
+        """Restore a saved buffer into this one, which may be larger (a run extended to more steps has a larger
+        capacity, min(buffer_size, steps)).
+
+        A buffer saved full (pos != size: its capacity was `size`) is laid out oldest-first when it grows, with
+        the next transition stored after the newest, as a buffer of the larger capacity would have held them
+        from the start; at its own capacity it keeps its ring layout, on which sampling depends.
+        """
+        n, pos = int(state["size"]), int(state["pos"])  # type: ignore[arg-type]
+        if n > self.capacity:
+            raise ValueError(f"a saved replay buffer of {n} transitions does not fit a capacity of {self.capacity}")
+        grows = n < self.capacity and pos != n
         for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
-            getattr(self, name)[:n] = state[name]
-        self.pos, self.size = int(state["pos"]), n  # type: ignore[arg-type]
+            saved = state[name]
+            getattr(self, name)[:n] = saved.roll(-pos, 0) if grows else saved  # type: ignore[union-attr]
+        self.pos, self.size = (n if grows else pos), n

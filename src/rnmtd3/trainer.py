@@ -89,6 +89,10 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
         for result in results:
             report(result.step, float(result.returns.mean()), float(result.returns.std()), result.wall_time)
 
+    # How the episode under way began (the env's RNG state before its reset; None: the seeded first reset) and its
+    # actions, so that a state saved in mid-episode (the last step) can be continued by a longer run.
+    episode_reset: dict | None = None
+    episode_actions: list[np.ndarray] = []
     try:
         state, restart_reason = ckpt.load_resume(run_dir, config, owner) if resume else (None, None)
         if state is not None:
@@ -101,16 +105,25 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
                 env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
                 start, wall_offset = int(state["step"]), float(state["wall_time"])
                 saved_curve = [(int(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in state["curve"]]
-            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # readable, but not whole
+                if state.get("episode") is not None:
+                    episode_reset = state["episode"]["reset_rng"]
+                    episode_actions = list(state["episode"]["actions"].numpy())
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:  # not whole
                 restart_reason = (f"{run_dir / ckpt.RESUME} is not a whole resume state ({exc.__class__.__name__}: "
                                   f"{exc}); restarted from step 0")
-                state = None
+                state, episode_reset, episode_actions = None, None, []
                 agent, replay, generator, rng = fresh()
+        episode_return = 0.0
         if state is not None:
             sink.on_start(start, None)
             for point in saved_curve:
                 report(*point)
-            obs, _ = env.reset()
+            if episode_actions:
+                obs, episode_return = _replay_episode(env, episode_reset, episode_actions, config.seed)
+                env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
+            else:
+                episode_reset = env.unwrapped.np_random.bit_generator.state
+                obs, _ = env.reset()
         else:
             sink.on_start(0, restart_reason)
             start, wall_offset = 0, 0.0
@@ -132,6 +145,8 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
                 "agent": agent.state(), "replay": replay.state(),
                 "rng": {"torch": generator.get_state(), "numpy": rng.bit_generator.state,
                         "env": env.unwrapped.np_random.bit_generator.state},
+                "episode": {"reset_rng": episode_reset, "actions": torch.from_numpy(np.stack(episode_actions))}
+                if episode_actions else None,
             })
             path = ckpt.save_public(run_dir, networks, config, step, owner)
             sink.on_checkpoint(step, path)
@@ -139,7 +154,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
         last_checkpoint = start
         window_start, window_time = start, time.perf_counter()
         losses: dict[str, list[float]] = {"critic_loss": [], "actor_loss": []}
-        episode_return, episode_returns = 0.0, []
+        episode_returns: list[float] = []
 
         for global_step in range(start, config.steps):
             # -- act and store --------------------------------------------------------------------------
@@ -149,6 +164,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
                 action = (policy(obs) + rng.normal(0.0, expl_std)).clip(low, high).astype(np.float32)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             replay.add(obs, action, float(reward), next_obs, bool(terminated))
+            episode_actions.append(action)
             obs = next_obs
             episode_return += float(reward)
 
@@ -186,7 +202,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
             # -- episode boundary: checkpoint when due or asked to stop, then reset ----------------------
             if terminated or truncated:
                 episode_returns.append(episode_return)
-                episode_return = 0.0
+                episode_return, episode_actions = 0.0, []
                 if step < config.steps:
                     stop = sink.should_stop()
                     if stop or step - last_checkpoint >= config.checkpoint_interval:
@@ -194,6 +210,7 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
                         last_checkpoint = step
                     if stop:
                         return TrainResult(step, False, resumed_from, last_return)
+                    episode_reset = env.unwrapped.np_random.bit_generator.state
                     obs, _ = env.reset()
 
         save(config.steps)
@@ -201,6 +218,21 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
     finally:
         evaluator.close()
         env.close()
+
+
+def _replay_episode(env, reset_rng: dict | None, actions: list[np.ndarray], seed: int) -> tuple[np.ndarray, float]:
+    """Bring `env` to where a run saved in mid-episode stood: the same reset, then the same actions (the simulator is
+    deterministic); returns the observation there and the episode's return so far."""
+    if reset_rng is None:
+        obs, _ = env.reset(seed=seed)
+    else:
+        env.unwrapped.np_random.bit_generator.state = reset_rng
+        obs, _ = env.reset()
+    episode_return = 0.0
+    for action in actions:
+        obs, reward, *_ = env.step(action)
+        episode_return += float(reward)
+    return obs, episode_return
 
 
 def resume(run_dir: Path, sink: Sink) -> TrainResult:
