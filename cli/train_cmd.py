@@ -17,6 +17,9 @@ from rnmtd3.sweep import make_config, single_values
 from .common import warn_no_training
 
 console = Console(stderr=True)
+INTERRUPTED = 130
+"""The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it), so that a script can tell a
+stopped run from a finished one."""
 
 
 def train(
@@ -26,17 +29,28 @@ def train(
     steps: Optional[str] = typer.Option(None, help="environment steps, such as 1e5 (default 1e6)"),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="config key=value, repeatable (`rnm keys` "
                                    "lists them)"),
-    out: Path = typer.Option(..., help="folder for checkpoint.pt and evals.csv; an existing run there resumes"),
+    out: Path = typer.Option(..., help="folder for checkpoint.pt and evals.csv; a run there resumes, or continues to a "
+                                       "larger --steps"),
     threads: int = typer.Option(1, help="torch threads"),
 ) -> None:
     """Train one agent in the foreground, without the queue.
 
-    Writes OUT/checkpoint.pt and OUT/evals.csv as it goes."""
-    from rnmtd3.runs import train_foreground  # torch loads here only: the other commands start without it
-    config = make_config(env, pattern, seed,
-                         single_values(set_, steps=None if steps is None else parse_value("steps", steps)))
+    Writes OUT/checkpoint.pt and OUT/evals.csv as it goes. Exits 130 when stopped by Ctrl-C (run it again to
+    resume), and changes nothing in a folder whose run is complete."""
+    from rnmtd3.checkpoint import folder_run  # torch loads here only: the other commands start without it
+    from rnmtd3.runs import train_foreground
+    values = single_values(set_, steps=None if steps is None else parse_value("steps", steps))
+    config = make_config(env, pattern, seed, values)
+    found = folder_run(out, config, steps_given="steps" in values)
+    if found and found.complete:
+        console.print(f"complete: {out.absolute()} holds this run at its last step ({found.step:,}); nothing to "
+                      "train (a larger --steps extends it)", soft_wrap=True, markup=False, highlight=False)
+        return
     check_runs_fit([config])
     warn_no_training([config])
+    if found and found.extended:
+        console.print(f"extending the run in {out} from {found.saved_steps:,} to {config.steps:,} steps",
+                      soft_wrap=True, markup=False, highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),
                TimeRemainingColumn())
@@ -52,11 +66,17 @@ def train(
         result = train_foreground(config, out, threads=threads, on_progress=on_progress,
                                   on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"),
                                   on_note=lambda note: console.print(f"note: {note}", soft_wrap=True))
+    except KeyboardInterrupt:  # a second Ctrl-C, before the checkpoint that the first one asked for
+        console.print("interrupted before a checkpoint: run again to resume from the last one", soft_wrap=True)
+        raise typer.Exit(INTERRUPTED) from None
     finally:
         if progress.live.is_started:
             progress.stop()
     state = "finished" if result.finished else f"stopped at step {result.steps_done:,} (run again to resume)"
-    console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {out.absolute()}")
+    console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {out.absolute()}",
+                  soft_wrap=True)
+    if not result.finished:
+        raise typer.Exit(INTERRUPTED)
 
 
 def keys() -> None:

@@ -5,27 +5,33 @@
 
 Both carry their owner: the database id, run id and config hash of the run that wrote them (a foreground run's
 owner is its config hash alone). A run resumes only from its own resume state; anything else, and a file that
-cannot be read, means a restart from step 0 with the reason, never a resume from another run's numbers.
+cannot be read, means a restart from step 0 with the reason, never a resume from another run's numbers. The one
+exception is a foreground run extended to more steps (its config otherwise the same): it continues from the shorter
+run's resume state, and its files take the longer run's owner at its first checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import RunConfig
-from .errors import RnmError, UsageError
+from .errors import RnmError
+from .folders import check_folder_run
 from .sparsity import satisfies
 from .td3 import NETWORKS
 
 CHECKPOINT = "checkpoint.pt"
 RESUME = "resume.pt"
 RESUME_FORMAT = 2
-"""2: adds `owner` and `curve` (every evaluation up to the checkpoint, so a resumed run's curve is whole)."""
+"""2: adds `owner` and `curve` (every evaluation up to the checkpoint, so a resumed run's curve is whole); later
+`episode` (how the episode under way began and its actions, for a state saved mid-episode: the last step of a run,
+which a longer run continues), absent from older files, which the trainer reads as 'at an episode boundary'."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -81,8 +87,8 @@ def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tupl
     """(state, None) to resume from; (None, None) where the run never reached a checkpoint; (None, reason) where
     the folder holds files this run must not or cannot resume from: a resume state that is corrupt, of another
     format or another database's or run's, or a checkpoint.pt without its resume state. A foreground run (an owner
-    without a database) given a folder of another config or of a database's run is refused instead: the user chose
-    the folder, and it must not be overwritten.
+    without a database) resumes the run of its own config or of one it extends to more steps, and is refused
+    (folders.check_folder_run) any other: the user chose the folder, and it must not be overwritten.
 
     Temporary files of a save that was killed half-way are removed: they can be as large as the replay buffer.
     """
@@ -93,8 +99,8 @@ def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tupl
         public = Path(run_dir) / CHECKPOINT
         if not public.exists():
             return None, None
-        saved = _public_owner(public)
-        foreign = None if saved is None else _foreign(run_dir, public, saved, owner)
+        saved = _public(public)
+        foreign = None if saved is None else _foreign(run_dir, public, saved, owner, config, resumable=False)
         return None, foreign or f"{path} is missing beside {public.name}; restarted from step 0"
     try:
         state = load(path)
@@ -103,31 +109,67 @@ def load_resume(run_dir: Path, config: RunConfig, owner: dict[str, Any]) -> tupl
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         return None, f"{path} has resume format {found}, this rnm reads {RESUME_FORMAT}; restarted from step 0"
-    foreign = _foreign(run_dir, path, state.get("owner") or {}, owner)
+    foreign = _foreign(run_dir, path, state, owner, config, resumable=True)
     return (None, foreign) if foreign else (state, None)
 
 
-def _foreign(run_dir: Path, path: Path, saved: dict[str, Any], owner: dict[str, Any]) -> str | None:
-    """Why a file owned by `saved` is not this run's (None when it is); raises for a foreground run."""
-    if "database" not in owner and "database" in saved:
-        raise UsageError(f"{run_dir} holds run {saved.get('run')} of database {saved['database']}; choose another "
-                         "folder")
-    if "database" not in owner and saved.get("config") != owner["config"]:
-        raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder")
-    if saved != owner:
-        theirs = ", ".join(f"{k} {v}" for k, v in sorted(saved.items())) or "no owner"
-        return f"{path} belongs to another run ({theirs}); restarted from step 0"
+def _foreign(run_dir: Path, path: Path, saved: dict[str, Any], owner: dict[str, Any], config: RunConfig,
+             resumable: bool) -> str | None:
+    """Why a file (`saved`: its owner and config) is not this run's to resume (None when it is); raises for a
+    foreground run, which also resumes a run that its config extends."""
+    theirs = saved.get("owner") or {}
+    if "database" not in owner:
+        check_folder_run(run_dir, theirs, saved.get("config"), config, resumable)
+        return None
+    if theirs != owner:
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(theirs.items())) or "no owner"
+        return f"{path} belongs to another run ({shown}); restarted from step 0"
     return None
 
 
-def _public_owner(public: Path) -> dict[str, Any] | None:
-    """The owner a checkpoint.pt names (one written before owners were recorded names its config only); None for
-    a file that cannot be read."""
+def _public(public: Path) -> dict[str, Any] | None:
+    """A checkpoint.pt's config, step and owner (one written before owners were recorded names its config only);
+    None for a file that cannot be read."""
     try:
         data = load(public)
-        return data.get("owner") or {"config": RunConfig.from_dict(data["config"]).hash}
+        return {"config": data["config"], "step": int(data["step"]),
+                "owner": data.get("owner") or {"config": RunConfig.from_dict(data["config"]).hash}}
     except (RnmError, KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+@dataclass(frozen=True)
+class FolderRun:
+    """The run that `rnm train` finds in its folder: where its checkpoint.pt stands, of how many steps asked."""
+
+    step: int
+    saved_steps: int
+    steps: int
+
+    @property
+    def complete(self) -> bool:
+        """The run asked for is done: training again would only rewrite its files."""
+        return self.step == self.saved_steps == self.steps
+
+    @property
+    def extended(self) -> bool:
+        """The run asked for continues the folder's run to more steps."""
+        return self.saved_steps < self.steps
+
+
+def folder_run(run_dir: Path, config: RunConfig, steps_given: bool) -> FolderRun | None:
+    """What a foreground run of `config` finds in `run_dir`, read from its small checkpoint.pt before anything is
+    written: None where there is none to read (the trainer says why it starts at step 0); UsageError where the
+    folder holds another run, or one that the user's --steps (`steps_given`) does not extend
+    (folders.check_folder_run)."""
+    run_dir = Path(run_dir).expanduser().absolute()
+    public = run_dir / CHECKPOINT
+    saved = _public(public) if public.is_file() else None
+    if saved is None:
+        return None
+    found = check_folder_run(run_dir, saved["owner"], saved["config"], config,
+                             resumable=(run_dir / RESUME).exists(), steps_given=steps_given)
+    return FolderRun(saved["step"], found.steps, config.steps)
 
 
 def owner_of(config: RunConfig, database_id: str | None = None, run_id: int | None = None) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """Folders that rnm writes into (`--out`, `--artifacts`), checked and created before any work starts, so that a
-folder that cannot be written is one line at the start, not a traceback an hour into a sweep. Torch-free."""
+folder that cannot be written, or that holds another run, is one line at the start, not a traceback an hour into a
+sweep, nor another run's files overwritten. Torch-free."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+from .config import RunConfig
 from .errors import UsageError
 
 MIN_FREE_BYTES = 2**20
@@ -36,3 +39,73 @@ def prepare_out_dir(out: Path, option: str = "--out") -> Path:
     except OSError as exc:  # /proc, /sys, a read-only mount: access() said yes, the filesystem says no
         raise UsageError(f"{option} {out} cannot be created: {exc.strerror}") from None
     return out
+
+
+def check_folder_run(run_dir: Path, saved_owner: dict[str, Any], saved_config: Any, config: RunConfig,
+                     resumable: bool, steps_given: bool = True) -> RunConfig:
+    """`rnm train` of `config` into a folder whose files carry `saved_owner` and `saved_config`: the folder run's
+    config where `config` is that run, or extends it to more steps (its resume.pt there: `resumable`); else raise
+    UsageError naming what differs. The user chose the folder, so another run's files are never overwritten in it.
+
+    A run is extended only to steps the user gave (`steps_given`): the default 1e6, taken because --steps was left
+    out, would turn a finished 1e5 run into a run ten times longer, and its checkpoint would be gone."""
+    if "database" in saved_owner:
+        raise UsageError(f"{run_dir} holds run {saved_owner.get('run')} of database {saved_owner['database']}; "
+                         "choose another folder")
+    try:
+        saved = RunConfig.from_dict(saved_config)
+    except (UsageError, TypeError, AttributeError):  # a config this rnm cannot read: only the owner's hash can tell
+        if saved_owner.get("config") == config.hash:
+            return config
+        raise UsageError(f"{run_dir} holds a checkpoint of another config; choose another folder") from None
+    differ = differing_values(saved, config)
+    if not differ:
+        return saved
+    if set(differ) != {"steps"}:
+        shown = ", ".join(f"{key} {old} vs {new}" for key, (old, new) in differ.items())
+        raise UsageError(f"{run_dir} holds a run of another config (folder vs given: {shown}); choose another "
+                         "folder, or give the folder's values")
+    if not steps_given:
+        raise UsageError(f"{run_dir} holds a run of {saved.steps:,} steps, and --steps was not given (default "
+                         f"{config.steps:,}): give --steps {saved.steps} for this run, or a larger --steps to extend "
+                         "it")
+    if config.steps < saved.steps:
+        raise UsageError(f"{run_dir} holds a run of {saved.steps:,} steps, which --steps {config.steps:,} would "
+                         "shorten: a run can be extended, not shortened; choose another folder")
+    cannot = f"{run_dir} holds a run of {saved.steps:,} steps that cannot be extended to {config.steps:,}"
+    why = steps_shape_masks(saved)
+    if why:
+        raise UsageError(f"{cannot}: {why}; train --steps {config.steps} in another folder")
+    if not resumable:
+        raise UsageError(f"{cannot}: its resume.pt is gone (deleted once the run was done?); train --steps "
+                         f"{config.steps} in another folder")
+    return saved
+
+
+def differing_values(saved: RunConfig, given: RunConfig) -> dict[str, tuple[str, str]]:
+    """key -> (saved value, given value), as a user writes them, for every key whose values differ."""
+    old, new = saved.to_dict(), given.to_dict()
+    return {key: (_written(old[key]), _written(new[key])) for key in old if old[key] != new[key]}
+
+
+def steps_shape_masks(config: RunConfig) -> str | None:
+    """Why the masks of `config` depend on its `steps` (None where they do not): then a run extended to more
+    steps is not the longer run its config would describe, since the masks moved on the shorter run's schedule.
+
+    Masks that never move, and magnitude masks that move to the end (mask_end=1), are the same in a longer run.
+    """
+    if config.pattern.is_dense or config.mask_interval == 0:
+        return None
+    if config.mask_rule != "magnitude":
+        return (f"mask_rule={config.mask_rule} decays drop_fraction on a cosine over the run's steps, so a longer "
+                "run would have moved its masks otherwise")
+    if config.mask_end < 1:
+        return f"mask_end={config.mask_end} fixes the masks after that fraction of the steps, later in a longer run"
+    return None
+
+
+def _written(value: Any) -> str:
+    """A stored config value as `--set` takes it: hidden as 256x256, booleans in lower case."""
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
