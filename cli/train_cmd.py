@@ -49,8 +49,9 @@ def train(
     check_runs_fit([config])
     warn_no_training([config])
     if found and found.extended:
-        console.print(f"extending the run in {out} from {found.saved_steps:,} to {config.steps:,} steps",
-                      soft_wrap=True, markup=False, highlight=False)
+        console.print(f"extending the run in {out.absolute()} from {found.saved_steps:,} to {config.steps:,} steps "
+                      f"(it continues from its checkpoint at step {found.step:,})", soft_wrap=True, markup=False,
+                      highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                TextColumn("{task.fields[rate]:>7.1f} steps/s"), TextColumn("return {task.fields[ret]}"),
                TimeRemainingColumn())
@@ -67,11 +68,13 @@ def train(
                                   on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"),
                                   on_note=lambda note: console.print(f"note: {note}", soft_wrap=True))
     except KeyboardInterrupt:  # a second Ctrl-C, before the checkpoint that the first one asked for
-        console.print("interrupted before a checkpoint: run again to resume from the last one", soft_wrap=True)
-        raise typer.Exit(INTERRUPTED) from None
+        result = None
     finally:
         if progress.live.is_started:
             progress.stop()
+    if result is None:
+        console.print("interrupted before a checkpoint: run again to resume from the last one", soft_wrap=True)
+        raise typer.Exit(INTERRUPTED)
     state = "finished" if result.finished else f"stopped at step {result.steps_done:,} (run again to resume)"
     console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {out.absolute()}",
                   soft_wrap=True)

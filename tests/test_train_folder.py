@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -173,22 +174,36 @@ def test_a_grown_replay_buffer_keeps_its_transitions_oldest_first():
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------------
 
-def test_ctrl_c_exits_130_and_the_run_resumes_exactly(straight, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    args = [str(a) for a in train_args(out, LONG)]
-    with (tmp_path / "err").open("w") as err_file:
-        proc = subprocess.Popen([str(RNM), *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
-                                stderr=err_file, start_new_session=True)
+def interrupt(out: Path, presses: int) -> tuple[int, str]:
+    """`rnm train` into `out`, stopped by `presses` Ctrl-C once it has evaluated at step 200: (exit code, stderr)."""
+    err_path = out.with_name(f"{out.name}.err")
+    with err_path.open("w") as err_file:
+        proc = subprocess.Popen([str(RNM), *map(str, train_args(out, LONG))], cwd=out.parent, env=cli_env(),
+                                stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
         try:
             wait_for(lambda: (out / "evals.csv").exists() and len(curve(out)) >= 3, timeout=60,
                      what="evaluations at steps 0, 100, 200")
-            os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole foreground group
-            assert proc.wait(timeout=60) == 130, (tmp_path / "err").read_text()
+            for _ in range(presses):
+                os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole foreground group
+                time.sleep(0.05)
+            code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert "stopped at step" in (tmp_path / "err").read_text()
+    return code, err_path.read_text()
+
+
+def test_ctrl_c_exits_130_and_the_run_resumes_exactly(straight, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    code, err = interrupt(out, presses=1)
+    assert code == 130 and "stopped at step" in err, err
     assert len(curve(out)) < len(straight)  # stopped before its end
     code, _, err = rnm_here(train_args(out, LONG), monkeypatch, capsys)
     assert code == 0 and "finished" in err, err
     assert curve(out) == straight
+
+
+def test_a_second_ctrl_c_before_the_checkpoint_also_exits_130_in_one_line(tmp_path):
+    code, err = interrupt(tmp_path / "run", presses=2)
+    assert code == 130 and "Traceback" not in err, err
+    assert "interrupted before a checkpoint" in err or "stopped at step" in err, err
