@@ -44,7 +44,9 @@ def train(config: RunConfig, run_dir: Path, sink: Sink, resume: bool = True,
     """Run `config` to `config.steps`, reporting to `sink`; resume from `run_dir`'s checkpoint when it is this run's.
 
     Checkpoints are taken at the first episode boundary after each checkpoint_interval, and when the sink asks
-    to stop; at a boundary the environment's RNG state is all the simulator state a resume needs.
+    to stop; at a boundary the environment's RNG state is all the simulator state a resume needs. The last one, at
+    `config.steps`, may fall in mid-episode: it records how the episode began and its actions, which a resume
+    replays, so that a run extended to more steps continues the episode as the longer run would have.
     `owner` (checkpoint.owner_of) stamps the files; a resume state with another owner, or one that cannot be read,
     is not resumed from: the run starts at step 0 and the sink hears why (`on_start`). A resume state carries the
     curve up to its step, which is reported again, so the sink ends with every evaluation of one line of
