@@ -246,11 +246,14 @@ def config_keys() -> list[str]:
 
 def key_defaults() -> dict[str, tuple[str, str]]:
     """key -> (default as a user writes it, help text): what `rnm keys` shows."""
-    def written(value: Any) -> str:
-        return "x".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() if isinstance(
-            value, bool) else str(value)
-
     return {name: (written(_FIELDS[name].default), _FIELDS[name].metadata["help"]) for name in config_keys()}
+
+
+def written(value: Any) -> str:
+    """A value as `--set` takes it: hidden as 256x256 (from a tuple or a stored list), booleans in lower case."""
+    if isinstance(value, (tuple, list)):
+        return "x".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parse_value(key: str, text: str) -> Any:

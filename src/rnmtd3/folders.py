@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import RunConfig, written
 from .errors import UsageError
 
 MIN_FREE_BYTES = 2**20
@@ -85,7 +85,7 @@ def check_folder_run(run_dir: Path, saved_owner: dict[str, Any], saved_config: A
 def differing_values(saved: RunConfig, given: RunConfig) -> dict[str, tuple[str, str]]:
     """key -> (saved value, given value), as a user writes them, for every key whose values differ."""
     old, new = saved.to_dict(), given.to_dict()
-    return {key: (_written(old[key]), _written(new[key])) for key in old if old[key] != new[key]}
+    return {key: (written(old[key]), written(new[key])) for key in old if old[key] != new[key]}
 
 
 def steps_shape_masks(config: RunConfig) -> str | None:
@@ -103,9 +103,3 @@ def steps_shape_masks(config: RunConfig) -> str | None:
         return f"mask_end={config.mask_end} fixes the masks after that fraction of the steps, later in a longer run"
     return None
 
-
-def _written(value: Any) -> str:
-    """A stored config value as `--set` takes it: hidden as 256x256, booleans in lower case."""
-    if isinstance(value, list):
-        return "x".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
