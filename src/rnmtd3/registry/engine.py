@@ -214,8 +214,11 @@ def open_engine(db: str | os.PathLike | None, create: bool = True) -> Engine:
 def _check_schema(url: str, engine: Engine, create: bool) -> tuple[str | None, str]:
     """The database's Alembic revision and the head, once the database is known to be rnm's and not newer."""
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
+        # Tables first: a migration commits its tables with its version row, so a table seen here has a revision
+        # by the next read. In the other order, a `rnm queue` racing another one's first migration read no revision,
+        # then the committed tables, and refused the new database as foreign.
         tables = set(inspect(conn).get_table_names())
+        current = MigrationContext.configure(conn).get_current_revision()
     script = ScriptDirectory.from_config(alembic_config(engine))
     if current is None and tables - {"alembic_version"}:
         raise DatabaseError(f"{_where(url)} is not an rnm database (it has tables {', '.join(sorted(tables))}); "
