@@ -81,10 +81,11 @@ def status(db: Optional[str] = DbOption) -> None:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
         return
     numbers = ["density", "queued", "running", "done", "failed", "cancel", "progress"]
-    table = _compact_table(f"runs in {registry.url}", ["env", "method", *numbers], wrap="env", numeric=numbers)
+    table = _compact_table(f"runs in {registry.url}", ["env", "method", *numbers], wrap=("env", "method"),
+                           numeric=numbers)
     for row in summary.counts.itertuples(index=False):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
-        table.add_row(row.env, row.method, _density_text(row), str(row.queued), str(row.running), str(row.done),
+        table.add_row(row.env, row.label, _density_text(row), str(row.queued), str(row.running), str(row.done),
                       str(row.failed), str(row.cancelled), f"{progress:.0%}")
     out.print(table)
     overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0
@@ -133,13 +134,14 @@ def _range_text(low: float, high: float) -> str:
     return shown[0] if shown[0] == shown[1] else f"{shown[0].rstrip('%')}-{shown[1]}"
 
 
-def _compact_table(title: str, columns: list[str], wrap: str, numeric: Sequence[str] = ()) -> Table:
+def _compact_table(title: str, columns: list[str], wrap: str | tuple[str, ...], numeric: Sequence[str] = ()) -> Table:
     """A table for an 80-column terminal: one space between columns and no frame, every header whole; only the
-    `wrap` column folds its text when the terminal is too narrow, as narrow as it must (a floor wider than its
-    header would push the row past the edge and cut the last column). `numeric` columns are right-aligned."""
+    `wrap` column(s) wrap their text (at spaces where there are some, a method label, else anywhere, an env id) when
+    the terminal is too narrow, as narrow as they must (a floor wider than the header would push the row past the
+    edge and cut the last column). `numeric` columns are right-aligned."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for name in columns:
-        if name == wrap:
+        if name in ((wrap,) if isinstance(wrap, str) else wrap):
             table.add_column(name, overflow="fold", min_width=len(name))
         else:
             table.add_column(name, no_wrap=True, min_width=len(name), justify="right" if name in numeric else "left")

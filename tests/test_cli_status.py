@@ -112,8 +112,8 @@ def test_status_shows_the_latest_measured_density_of_actors_and_critics_without_
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env() | {
         "COLUMNS": "200"}, timeout=120)
     assert "torch imported: False" in done.stdout, done.stdout + done.stderr
-    assert density_cells(done.stdout) == {"dense": "100%", "2:4": "50-52/50-53%", "1:8": "-",
-                                          "unstructured:0.96875": "3.1%"}
+    assert density_cells(done.stdout) == {"dense": "100%", "2:4 (50%)": "50-52/50-53%", "1:8 (87.5%)": "-",
+                                          "unstructured 96.875%": "3.1%"}
     narrow = status(db)
     assert max(len(line) for line in narrow.splitlines()) <= 80 and "…" not in narrow, narrow
     assert header_words(narrow, "env") == ["env", "method", "density", "queued", "running", "done", "failed",
@@ -121,17 +121,17 @@ def test_status_shows_the_latest_measured_density_of_actors_and_critics_without_
 
 
 def density_cells(text: str) -> dict[str, str]:
-    """Pattern -> density text of a status table too wide to fold its env: a density longer than its header
-    continues on the next lines, alone on them."""
+    """Method label -> density text of a status table too wide to fold its env or label: a row is env, the label's
+    words, the density and six counts; a density longer than its header continues on the next lines, alone."""
     cells: dict[str, str] = {}
-    pattern = None
+    label = None
     for words in (line.split() for line in text.splitlines()[3:]):  # after the title, headers and rule
         if not words or words[0] == "progress":
             break
         if len(words) == 1:
-            cells[pattern] += words[0]
+            cells[label] += words[0]
         else:
-            pattern, cells[words[1]] = words[1], words[2]
+            label, cells[" ".join(words[1:-7])] = " ".join(words[1:-7]), words[-7]
     return cells
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from .config import RunConfig, config_keys, stored_config
 from .envs import env_dims
 from .errors import RnmError
-from .methods import method_order, method_text
+from .methods import Method, method_order, method_text
 from .patterns import network_density
 from .provenance import KEYS as PROVENANCE_KEYS
 from .registry import STATUSES, Registry
@@ -47,7 +47,7 @@ def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
     """Counts per env and method (a pattern with its mask rule and init), so that a sweep over rules shows each
     rule's own progress and density; `densities` as measured_densities gives them."""
     if runs.empty:
-        empty = pd.DataFrame(columns=["env", "method", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
+        empty = pd.DataFrame(columns=["env", "method", "label", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]),
@@ -60,6 +60,7 @@ def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
     counts = counts.join(steps).join(density_ranges(runs, densities)).reset_index()
     counts = counts.sort_values(["env", "method"], key=lambda col: col.map(method_order) if col.name == "method"
                                 else col).reset_index(drop=True)
+    counts.insert(2, "label", [Method.parse(text).label() for text in counts["method"]])
     counts.columns.name = None
     active = runs[runs["status"].isin(["queued", "running"])]
     total = int(runs.loc[runs["status"] != "cancelled", "steps_total"].sum())
