@@ -164,10 +164,10 @@ def test_a_mask_rule_sweep_queues_drop_fraction_only_where_it_means_something(tm
 
 
 def test_rnm_queue_stores_the_longest_patterns_on_postgresql(pg_url, monkeypatch, capsys):
-    """PostgreSQL enforces runs.pattern's length (unstructured:0.875 is 18 characters); status shows them whole."""
+    """PostgreSQL enforces runs.pattern's length (unstructured:0.875 is 18 characters); status shows both labels."""
     code, _, err = rnm_here([*QUEUE, "--patterns", "unstructured:0.875,unstructured:0.96875", "--db", pg_url],
                             monkeypatch, capsys)
     assert code == 0, err
     assert sorted(queued(pg_url)["pattern"]) == ["unstructured:0.875", "unstructured:0.96875"]
     code, out, err = rnm_here(["status", "--db", pg_url], monkeypatch, capsys)
-    assert code == 0 and "unstructured:0.96875" in out, out + err
+    assert code == 0 and "87.5%" in out and "96.875%" in out, out + err
