@@ -15,11 +15,12 @@ from torch import nn
 from rnmtd3 import checkpoint as ckpt
 from rnmtd3.config import RunConfig
 from rnmtd3.patterns import Pattern
-from rnmtd3.replay import Batch
 from rnmtd3.sinks import MemorySink
 from rnmtd3.sparsity import (RULES, Groups, LayerUpdate, MaskRule, SparseParams, drop_fraction_at, magnitude_mask,
                              satisfies)
 from rnmtd3.td3 import NETWORKS, ONLINE, TD3Agent
+from test_td3 import batches
+from test_td3 import make_agent as td3_agent
 from rnmtd3.trainer import train
 
 PATTERNS = ["2:4", "1:4", "1:8", "unstructured:0.5", "unstructured:0.875"]
@@ -90,25 +91,8 @@ def rule_mask(rule: str, latent, mask, pattern: Pattern, fraction: float, dense_
 
 # -- agents ---------------------------------------------------------------------------------------------------
 def make_agent(pattern: str, dims=DIMS["hopper"], **changes) -> TD3Agent:
-    settings = {"seed": 0, "hidden": (32, 32), "batch_size": 32, "lr": 1e-2, "mask_interval": 3, **changes}
-    config = RunConfig(env="Hopper-v5", pattern=Pattern.parse(pattern), **settings)
-    obs_dim, act_dim = dims
-    return TD3Agent(config, obs_dim, act_dim, -torch.ones(act_dim), torch.ones(act_dim))
-
-
-def batches(agent: TD3Agent, count: int, seed: int = 0):
-    """`count` random (Batch, noise) pairs shaped for `agent`."""
-    obs_dim = agent.actor.net[0].in_features
-    act_dim = agent.actor.action_scale.numel()
-    size = agent.config.batch_size
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(count):
-        yield (Batch(obs=torch.randn(size, obs_dim, generator=generator),
-                     actions=torch.rand(size, act_dim, generator=generator) * 2 - 1,
-                     rewards=torch.randn(size, 1, generator=generator),
-                     next_obs=torch.randn(size, obs_dim, generator=generator),
-                     terminated=(torch.rand(size, 1, generator=generator) < 0.1).float()),
-               torch.randn(size, act_dim, generator=generator))
+    """test_td3's agent, smaller, with a high lr and frequent mask updates so that masks move within a few steps."""
+    return td3_agent(pattern, dims, **{"hidden": (32, 32), "lr": 1e-2, "mask_interval": 3, **changes})
 
 
 def sparse_layers(module: nn.Module, sparse_io: bool = True) -> list[nn.Linear]:
