@@ -20,6 +20,7 @@ from rnmtd3.patterns import Pattern
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
 from rnmtd3.sweep import expand, split_list
+from rnmtd3.tensorboard_export import export_tensorboard, require_tensorboard
 
 from .common import DbOption, err, fmt_duration, out, warn_no_training
 
@@ -179,17 +180,38 @@ def cancel(
 
 
 def export(
-    what: str = typer.Argument(..., metavar="runs|evals|stats", help="what to export"),
-    fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout for csv)"),
+    what: str = typer.Argument(..., metavar="runs|evals|stats|tensorboard", help="what to export"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv or parquet, for runs, evals and stats (default csv)"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout for csv); for "
+                                            "tensorboard, the folder"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Export runs, evaluation curves or training statistics.
+    """Export runs, evaluation curves or training statistics, as a table or as TensorBoard event files.
 
     A table for pandas, R or a spreadsheet: the runs (one row each), the evaluation curves, or the training
-    statistics (losses, SAD, steps/s, measured density; one row per run, step and name)."""
-    if what not in ("runs", "evals", "stats"):
-        raise UsageError(f"cannot export {what!r}: choose runs, evals or stats")
+    statistics (losses, SAD, steps/s, measured density; one row per run, step and name).
+
+    `tensorboard --out DIR` writes one event file per run with data, in DIR/ENV/VARIANT/seedS_runID, for
+    `tensorboard --logdir DIR` (needs `pip install 'rnmtd3[tensorboard]'`). DIR must be new, empty, or a previous
+    export, which is replaced; a folder holding other files is refused."""
+    if what not in ("runs", "evals", "stats", "tensorboard"):
+        raise UsageError(f"cannot export {what!r}: choose runs, evals, stats or tensorboard")
+    if what == "tensorboard":
+        if fmt is not None:
+            raise UsageError("--format is for runs, evals and stats: tensorboard writes event files")
+        if out_file is None:
+            raise UsageError("export tensorboard needs --out DIR, the folder to write the event files into")
+        require_tensorboard()  # before the database is opened: without tensorboard, nothing is touched
+        with open_registry(db, create=False) as registry:
+            exported = export_tensorboard(registry, out_file)
+        if not exported.folders:
+            err.print("no run has evaluations or training statistics yet: nothing written")
+            return
+        replaced = f"; deleted {exported.replaced} stale file(s) of the previous export" if exported.replaced else ""
+        err.print(f"wrote {exported.points} point(s) of {len(exported.folders)} run(s) to {out_file}{replaced}; "
+                  f"browse them with: tensorboard --logdir {out_file}", soft_wrap=True, markup=False)
+        return
+    fmt = fmt or "csv"
     if fmt not in ("csv", "parquet"):
         raise UsageError(f"bad --format {fmt!r}: choose csv or parquet")
     if fmt == "parquet" and out_file is None:
