@@ -1,62 +1,73 @@
 """The report's statistics (MISSION.md section 3), as pure functions over the registry's DataFrames.
 
 Definitions, in one place so that tables, plots and tests agree:
-- a run's final score is the mean of its last `last_k` evaluations (by step);
-- a column is a method (`methods`): a pattern with its mask_rule and sparse_init; every other key but the seed is
-  one setting per env and method, never pooled;
-- a cell (env x method) is the mean and the sample std (ddof=1) of its runs' final scores; with one seed the std
+- a run's final score is the mean of its last `last_k` evaluations by step, never counting the evaluation at step
+  0, taken before training;
+- a column is a variant (`variants`): a method (pattern, mask rule, init) with its values of the keys that vary
+  among the runs of one env and method; runs that differ in more than the seed are thus never pooled;
+- a cell (env x variant) is the mean and the sample std (ddof=1) of its runs' final scores; with one seed the std
   is undefined and stays NaN (tables show the mean alone, csv an empty field);
-- the normalized score of a cell is its mean over the dense cell's mean on the same env; it is left undefined
-  (NaN) where the env has no dense runs or their mean is not positive, since a ratio to a non-positive
-  baseline does not order methods;
+- the baseline of a run is the dense runs of its env with the same values of the keys that a dense run does not
+  ignore (a `--set lr=...` sweep of dense and 2:4 compares each lr with its own); where the env has dense runs of
+  one setting only, they are every column's baseline. A normalized score is a final score over its baseline's mean,
+  undefined (NaN) where there is none or its mean is not positive, since a ratio to a non-positive baseline does not
+  order methods;
 - a cell's measured density per network is the mean over its runs of each run's latest `density_*` training
   statistic (the critics' the mean of the two); runs from before the trainer recorded it have none;
-- the aggregate over envs is rliable's IQM of the per-run normalized scores (each run's final score over the
-  dense mean of its env), with a 95% stratified bootstrap confidence interval computed by rliable itself.
+- the aggregate over envs is the IQM of the per-run normalized scores, and the probability of improvement
+  P(variant > dense) the chance that a run of the variant scores above a run of its baseline on the same env,
+  averaged over envs; both with 95% stratified bootstrap intervals (`intervals`).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from rliable import library as rly
-from rliable import metrics as rly_metrics
+from scipy import stats as scipy_stats
 
-from ..config import SPARSITY_KEYS, json_value, stored_config
+from ..config import SPARSITY_KEYS, config_keys, json_value, stored_config, written
 from ..envs import resolve_env_id
 from ..errors import UsageError
+from ..methods import Method
 from ..patterns import Pattern
-from ..provenance import VERSION_KEYS
 from ..summary import DENSITY_STATS, run_densities
-from ..methods import Method, method_order
+from ..variants import Variant, run_variants, variant_order, varying_keys
+from .intervals import DEFAULT_REPS, improvement_interval, improvement_probability, iqm_interval
+from .ablation import ablation_table
+from .notes import evaluation_count_note, runs_text, status_counts, version_notes
 
 DONE = "done"
+DENSE = str(Pattern.dense())
 SAD_PREFIX = "sad_"
 MEASURED_DENSITY = {name: "density_actor" if "actor" in name else "density_critic" for name in DENSITY_STATS}
 """Training statistic -> the report's column: the two critics are shown as one, their mean."""
-DEFAULT_REPS = 10_000
+SEPARATION_LEVEL = 0.05
+"""A cell is bold only where a one-sided Welch t-test puts it above its row's runner-up at this level."""
 
 
 @dataclass(frozen=True)
 class Report:
     """Everything the tables and plots need, computed once; renderers read it and compute nothing.
 
-    scores: one row per included run (run_id, env, pattern, method, seed, status, n_evals, final, normalized,
-        density, density_actor, density_critic).
-    cells: one row per env x method (env, pattern, method, sparsity, label, n_seeds, n_partial, fewer_seeds, mean,
-        std, normalized, best, density: what the pattern keeps of its runs' networks, NaN where it cannot be judged;
-        density_actor, density_critic: the density measured in training, NaN where no run recorded it).
-    aggregate: one row per method (pattern, method, sparsity, label, n_runs, n_partial, n_envs, iqm, ci_low,
-        ci_high).
-    curves: the evaluations of the included runs, for learning curves.
-    sad: the `sad_*` training statistics of the included runs.
+    scores: one row per included run (run_id, env, pattern, method, variant, label, seed, status, n_evals, final,
+        baseline_mean, normalized, density, density_actor, density_critic, and by_value under `by`).
+    cells: one row per env x variant (env, variant, label, pattern, method, sparsity, n_seeds, n_partial,
+        fewer_seeds, mean, std, normalized, best, density: what the pattern keeps of its runs' networks, NaN where it
+        cannot be judged; density_actor, density_critic: measured in training, NaN where no run recorded it;
+        p_improve: P(> dense) on this env alone).
+    aggregate: one row per variant (variant, label, pattern, method, sparsity, n_runs, n_partial, n_envs, iqm,
+        ci_low, ci_high, best, p_improve, p_improve_low, p_improve_high; the last three NaN for dense variants).
+    curves: the evaluations of the included runs (with env, variant, label, seed), for learning curves.
+    sad: the `sad_*` training statistics of the included runs, likewise.
+    variants: the columns' canonical texts in report order; labels maps each to its header.
+    by, ablation: the `--by` key and its table (see `ablation`), None without one.
+    costs: the cost table per env x variant (see `cost`), None unless asked for.
     """
 
     scores: pd.DataFrame
@@ -65,11 +76,19 @@ class Report:
     curves: pd.DataFrame
     sad: pd.DataFrame
     envs: tuple[str, ...]
-    methods: tuple[str, ...]
+    variants: tuple[str, ...]
+    labels: dict[str, str]
     last_k: int
     seed: int
     reps: int
     notes: tuple[str, ...]
+    by: str | None = None
+    ablation: pd.DataFrame | None = None
+    costs: pd.DataFrame | None = field(default=None)
+
+    @property
+    def max_seeds(self) -> int:
+        return int(self.cells["n_seeds"].max())
 
 
 def canonical_pattern(text: str) -> str:
@@ -78,43 +97,105 @@ def canonical_pattern(text: str) -> str:
 
 
 def final_scores(runs: pd.DataFrame, evals: pd.DataFrame, last_k: int) -> pd.DataFrame:
-    """One row per run that has evaluations: its final score, the mean of its last `last_k` evaluations by step.
+    """One row per run that has evaluations after step 0: its final score, the mean of its last `last_k` of them.
 
-    Runs without any evaluation have no score and are absent; `n_evals` says how many evaluations were averaged.
+    The evaluation at step 0 measures the untrained actor and never counts. Runs without any later evaluation have
+    no score and are absent; `n_evals` says how many evaluations were averaged.
     """
     if last_k < 1:
         raise UsageError(f"--last-k must be at least 1 (got {last_k})")
-    tail = evals.sort_values(["run_id", "step"]).groupby("run_id").tail(last_k)
+    trained = evals[evals["step"] > 0]
+    tail = trained.sort_values(["run_id", "step"]).groupby("run_id").tail(last_k)
     per_run = tail.groupby("run_id")["return_mean"].agg(final="mean", n_evals="size").reset_index()
-    scored = runs[["run_id", "env", "pattern", "method", "seed", "status"]].merge(per_run, on="run_id", how="inner")
-    return scored.sort_values(["env", "method", "seed", "run_id"]).reset_index(drop=True)
+    keys = ["run_id", "env", "pattern", "method", "variant", "label", "baseline", "seed", "status"]
+    by_keys = [key for key in ("by_value", "by_variant", "by_label") if key in runs]
+    scored = runs[keys + by_keys].merge(per_run, on="run_id", how="inner")
+    return scored.sort_values(["env", "variant", "seed", "run_id"]).reset_index(drop=True)
 
 
-def dense_means(scores: pd.DataFrame) -> pd.Series:
-    """Mean final score of the dense runs per env, where it is positive: the denominator of every normalization."""
-    dense = scores[scores["pattern"] == str(Pattern.dense())].groupby("env")["final"].mean()
-    return dense[dense > 0]
+def baseline_groups(scores: pd.DataFrame) -> pd.Series:
+    """Per run, the `baseline` text of the dense runs it is compared with on its env (module docstring), or None."""
+    dense = scores[scores["pattern"] == DENSE]
+    present = set(zip(dense["env"], dense["baseline"]))
+    single = dense.groupby("env")["baseline"].unique().map(lambda b: b[0] if len(b) == 1 else None)
+
+    def group(env: str, baseline: str) -> str | None:
+        return baseline if (env, baseline) in present else single.get(env)
+
+    return pd.Series([group(e, b) for e, b in zip(scores["env"], scores["baseline"])], index=scores.index)
 
 
-def cell_stats(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds per env x method, the normalized mean, the best of each env,
-    whether a cell has fewer seeds than the fullest cell of the table (a failed or missing seed to flag), and the
-    densities of its runs (one setting per cell, so one kept density; runs without a value are skipped)."""
-    grouped = scores.groupby(["env", "method"])
+def baseline_means(scores: pd.DataFrame, groups: pd.Series) -> pd.Series:
+    """Per run, the mean final score of its baseline's dense runs where it is positive, else NaN."""
+    dense = scores[scores["pattern"] == DENSE]
+    means = dense.groupby(["env", "baseline"])["final"].mean()
+    values = [means.get((env, group), math.nan) if group is not None else math.nan
+              for env, group in zip(scores["env"], groups)]
+    return pd.Series(values, index=scores.index).where(lambda m: m > 0)
+
+
+def _separated(best: pd.Series, runner_up: pd.Series) -> bool:
+    """Whether a one-sided Welch t-test puts `best` above `runner_up` (cells with mean, std, n_seeds) at
+    SEPARATION_LEVEL; a cell with one seed has no std, so it is never separated."""
+    if best["n_seeds"] < 2 or runner_up["n_seeds"] < 2:
+        return False
+    result = scipy_stats.ttest_ind_from_stats(best["mean"], best["std"], best["n_seeds"], runner_up["mean"],
+                                              runner_up["std"], runner_up["n_seeds"], equal_var=False,
+                                              alternative="greater")
+    return bool(result.pvalue < SEPARATION_LEVEL)
+
+
+def _best_of_rows(cells: pd.DataFrame) -> pd.Series:
+    """Per cell, whether it is the best of its env and separated from the runner-up; an env with one cell has no
+    best."""
+    best = pd.Series(False, index=cells.index)
+    for _, row in cells.groupby("env"):
+        ranked = row.sort_values("mean", ascending=False)
+        if len(ranked) > 1 and _separated(ranked.iloc[0], ranked.iloc[1]):
+            best[ranked.index[0]] = True
+    return best
+
+
+def cell_stats(scores: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Mean and sample std over seeds per env x variant, the normalized mean, the separated best of each env,
+    whether a cell has fewer seeds than the fullest cell of the table (a failed or missing seed to flag), the
+    densities of its runs (one setting per cell, so one kept density; runs without a value are skipped), and its
+    probability of improving on its baseline on this env."""
+    grouped = scores.groupby(["env", "variant"])
     cells = grouped["final"].agg(mean="mean", std=lambda x: x.std(ddof=1), n_seeds="size").reset_index()
-    cells["pattern"] = grouped["pattern"].first().to_numpy()
+    for column in ("pattern", "method", "label"):
+        cells[column] = grouped[column].first().to_numpy()
     cells["n_partial"] = grouped["status"].agg(lambda s: int((s != DONE).sum())).to_numpy()
-    for column in ("density", *MEASURED_DENSITY.values()):
+    for column in ("density", *MEASURED_DENSITY.values(), "baseline_mean"):
         cells[column] = grouped[column].mean().to_numpy()
-    cells["normalized"] = cells["mean"] / cells["env"].map(dense_means(scores))
-    cells["best"] = cells["mean"] == cells.groupby("env")["mean"].transform("max")
+    cells["normalized"] = cells["mean"] / cells.pop("baseline_mean")
+    cells["p_improve"] = [math.nan if pattern == DENSE else _env_improvement(scores, env, variant)
+                          for env, variant, pattern in zip(cells["env"], cells["variant"], cells["pattern"])]
     cells["fewer_seeds"] = cells["n_seeds"] < cells["n_seeds"].max()
     cells["sparsity"] = [Pattern.parse(p).sparsity for p in cells["pattern"]]
-    cells["label"] = [Method.parse(m).label() for m in cells["method"]]
-    order = sorted(range(len(cells)), key=lambda i: (cells["env"].iat[i], method_order(cells["method"].iat[i])))
-    columns = ["env", "pattern", "method", "sparsity", "label", "n_seeds", "n_partial", "fewer_seeds", "mean", "std",
-               "normalized", "best", "density", "density_actor", "density_critic"]
-    return cells.iloc[order][columns].reset_index(drop=True)
+    rank = {variant: i for i, variant in enumerate(order)}
+    cells = cells.sort_values(["env", "variant"], key=lambda c: c.map(rank) if c.name == "variant" else c)
+    cells["best"] = _best_of_rows(cells)
+    columns = ["env", "variant", "label", "pattern", "method", "sparsity", "n_seeds", "n_partial", "fewer_seeds",
+               "mean", "std", "normalized", "best", "p_improve", "density", "density_actor", "density_critic"]
+    return cells[columns].reset_index(drop=True)
+
+
+def _improvement_arrays(scores: pd.DataFrame, variant: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per env where both exist: (normalized scores of the variant's runs, those of its baseline's dense runs)."""
+    mine = scores[(scores["variant"] == variant) & scores["normalized"].notna()]
+    pairs = []
+    for env, runs in mine.groupby("env"):
+        group = runs["baseline_group"].iloc[0]
+        dense = scores[(scores["env"] == env) & (scores["pattern"] == DENSE) & (scores["baseline"] == group)]
+        if len(dense):
+            pairs.append((runs["normalized"].to_numpy(), dense["normalized"].to_numpy()))
+    return pairs
+
+
+def _env_improvement(scores: pd.DataFrame, env: str, variant: str) -> float:
+    pairs = _improvement_arrays(scores[scores["env"] == env], variant)
+    return improvement_probability(*pairs[0]) if pairs else math.nan
 
 
 def measured_densities(stats: pd.DataFrame) -> pd.DataFrame:
@@ -128,58 +209,30 @@ def measured_densities(stats: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=list(dict.fromkeys(MEASURED_DENSITY.values())))
 
 
-def normalized_scores(scores: pd.DataFrame) -> pd.Series:
-    """Each run's final score over the dense mean of its env (NaN where that mean is missing or not positive)."""
-    return scores["final"] / scores["env"].map(dense_means(scores))
-
-
-@contextmanager
-def _global_numpy_seed(seed: int) -> Iterator[None]:
-    """rliable 1.2's StratifiedBootstrap draws its indices from numpy's global RNG and ignores `random_state`,
-    so a reproducible interval needs the global RNG seeded too; the caller's global state is put back after."""
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(saved)
-
-
-def iqm_interval(per_env: Sequence[np.ndarray], *, seed: int, reps: int = DEFAULT_REPS) -> tuple[float, float, float]:
-    """rliable's IQM over all runs of all envs, with its 95% stratified bootstrap CI: (iqm, low, high).
-
-    `per_env` holds one (runs x 1) array of normalized scores per env. Envs may have different numbers of runs
-    (a failed seed), which one (runs x tasks) array cannot hold; rliable's list form resamples the runs of each
-    env independently, which is the same stratified bootstrap, and the IQM is taken over the pooled runs.
-    """
-    def iqm(*columns: np.ndarray) -> np.ndarray:
-        return np.array([rly_metrics.aggregate_iqm(np.concatenate(columns, axis=0))])
-
-    with _global_numpy_seed(seed), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        points, intervals = rly.get_interval_estimates(
-            {"scores": list(per_env)}, iqm, reps=reps, confidence_interval_size=0.95,
-            random_state=np.random.RandomState(seed),
-        )
-    low, high = intervals["scores"][:, 0]
-    return float(points["scores"][0]), float(low), float(high)
-
-
-def aggregate_iqm(scores: pd.DataFrame, *, seed: int, reps: int = DEFAULT_REPS) -> pd.DataFrame:
-    """Per method, the IQM of normalized scores across envs with its CI; each method's bootstrap starts from
-    the same seed, so a method's interval does not change when other methods are filtered in or out."""
-    normalized = scores.assign(normalized=normalized_scores(scores)).dropna(subset=["normalized"])
+def aggregate(scores: pd.DataFrame, order: Sequence[str], *, seed: int, reps: int = DEFAULT_REPS) -> pd.DataFrame:
+    """Per variant, the IQM of normalized scores across envs and P(> dense), each with its CI. Each bootstrap starts
+    from the same seed, so that a variant's interval does not change when others are filtered in or out. `best`
+    marks an IQM whose interval lies wholly above every other variant's."""
+    normalized = scores.dropna(subset=["normalized"])
     rows = []
-    for method in sorted(normalized["method"].unique(), key=method_order):
-        mine = normalized[normalized["method"] == method]
-        per_env = [group["normalized"].to_numpy()[:, None] for _, group in mine.groupby("env")]
+    for variant in [v for v in order if v in set(normalized["variant"])]:
+        mine = normalized[normalized["variant"] == variant]
+        per_env = [group["normalized"].to_numpy() for _, group in mine.groupby("env")]
         iqm, low, high = iqm_interval(per_env, seed=seed, reps=reps)
-        parsed = Method.parse(method)
-        rows.append({"pattern": str(parsed.pattern), "method": method, "sparsity": parsed.pattern.sparsity,
-                     "label": parsed.label(), "n_runs": len(mine), "n_partial": int((mine["status"] != DONE).sum()),
-                     "n_envs": len(per_env), "iqm": iqm, "ci_low": low, "ci_high": high})
-    columns = ["pattern", "method", "sparsity", "label", "n_runs", "n_partial", "n_envs", "iqm", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=columns)
+        first = mine.iloc[0]
+        pairs = [] if first["pattern"] == DENSE else _improvement_arrays(scores, variant)
+        p_improve = improvement_interval(pairs, seed=seed, reps=reps) if pairs else (math.nan,) * 3
+        rows.append({"variant": variant, "label": first["label"], "pattern": first["pattern"],
+                     "method": first["method"], "sparsity": Pattern.parse(first["pattern"]).sparsity,
+                     "n_runs": len(mine), "n_partial": int((mine["status"] != DONE).sum()), "n_envs": len(per_env),
+                     "iqm": iqm, "ci_low": low, "ci_high": high, "p_improve": p_improve[0],
+                     "p_improve_low": p_improve[1], "p_improve_high": p_improve[2]})
+    columns = ["variant", "label", "pattern", "method", "sparsity", "n_runs", "n_partial", "n_envs", "iqm",
+               "ci_low", "ci_high", "p_improve", "p_improve_low", "p_improve_high"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["best"] = [len(frame) > 1 and bool((frame["ci_high"].drop(i) < low).all())
+                     for i, low in frame["ci_low"].items()]
+    return frame
 
 
 def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[str] | None,
@@ -197,9 +250,9 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
     for key, value in (where or {}).items():
         configs = runs["config"].map(stored_config)
         matches = configs.map(lambda c, k=key: c.get(k) == json_value(value))
-        ignored = (runs["pattern"] == str(Pattern.dense())) & (key in SPARSITY_KEYS)
+        ignored = (runs["pattern"] == DENSE) & (key in SPARSITY_KEYS)
         if not (matches & ~ignored).any():
-            have = sorted({str(c.get(key)) for c in configs})
+            have = sorted({written(c.get(key)) for c in configs})
             raise UsageError(f"no runs match --set {key}={value}; the runs have {key} in {', '.join(have)}")
         runs = runs[matches | ignored]
     if envs:
@@ -214,78 +267,38 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
             have = sorted(runs["pattern"].unique(), key=Pattern.sort_key)
             raise UsageError(f"no runs match --patterns {','.join(patterns)}; "
                              f"the selected runs have: {', '.join(have)}")
-        runs = runs[wanted | (runs["pattern"] == str(Pattern.dense()))]
+        runs = runs[wanted | (runs["pattern"] == DENSE)]
     return runs
 
 
-def _refuse_mixed_settings(runs: pd.DataFrame) -> None:
-    """A cell is a mean over seeds of one setting: runs of one (env, method) that differ in another key (a `--set`
-    sweep) are refused with the keys to choose from, never pooled into one cell. Runs that differ in a method key
-    (mask_rule, sparse_init) are different columns, not a mix."""
-    varying: dict[str, set[str]] = {}
-    for (_, method), group in runs.groupby(["env", "method"]):
-        ignore = {"seed", *(SPARSITY_KEYS if method == str(Pattern.dense()) else ())}
-        configs = [stored_config(c) for c in group["config"]]
-        for key in set().union(*configs) - ignore:
-            values = {json.dumps(c.get(key)) for c in configs}
-            if len(values) > 1:
-                varying.setdefault(key, set()).update(values)
-    if varying:
-        choices = "; ".join(f"{key} in {', '.join(sorted(v))}" for key, v in sorted(varying.items()))
-        example = next(iter(sorted(varying)))
-        raise UsageError(f"runs of one method (pattern, mask_rule, sparse_init) differ in more than the seed "
-                         f"({choices}); report one setting at a time, e.g. --set {example}=...")
+def _check_by(runs: pd.DataFrame, by: str) -> None:
+    """`--by KEY` needs a key the runs set, with more than one value among them."""
+    if by not in config_keys() or by in ("mask_rule", "sparse_init"):
+        raise UsageError(f"cannot report --by {by}: choose a config key that the runs sweep (see `rnm keys`); "
+                         "patterns, mask rules and inits are already the columns")
+    values = {json.dumps(stored_config(c).get(by)) for c, p in zip(runs["config"], runs["pattern"])
+              if not (p == DENSE and by in SPARSITY_KEYS)}
+    if len(values) < 2:
+        raise UsageError(f"nothing to compare --by {by}: every selected run has {by}="
+                         f"{written(json.loads(next(iter(values))) if values else None)}")
 
 
-def _status_counts(runs: pd.DataFrame) -> str:
-    """'2 running, 1 failed': the statuses of runs that are not done, for the notes."""
-    counts = runs["status"].value_counts()
-    return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-
-
-def _runs(count: int) -> str:
-    return f"{count} run{'s' if count != 1 else ''}"
-
-
-VERSION_LABELS = {"rnm_version": "rnm", "git_commit": "git commit", "torch": "torch", "gymnasium": "gymnasium",
-                  "mujoco": "mujoco"}
-COMMIT_CHARS = 12  # enough to name a commit in a note; the export has the full hash
-
-
-def _short_commit(commit: str) -> str:
-    """'0123456789ab-dirty' for a full hash with '-dirty'; 'none' stays as it is."""
-    suffix = "-dirty" if commit.endswith("-dirty") else ""
-    return commit.removesuffix(suffix)[:COMMIT_CHARS] + suffix
-
-
-def version_notes(attempts: pd.DataFrame | None, run_ids: pd.Series) -> list[str]:
-    """Notes for a table whose runs were made by different code or library versions (VERSION_KEYS), with the runs
-    of each version counted, and for runs without recorded provenance beside runs with it (their versions are
-    unknown, so the table cannot be said to come from one). Every attempt counts: a run resumed under a new
-    torch was made by both. None (an old database) or an empty frame: nothing is known, nothing is noted."""
-    if attempts is None or attempts.empty:
-        return []
-    mine = attempts[attempts["run_id"].isin(run_ids)]
-    if mine.empty:
-        return []
-    differing = []
-    for key in VERSION_KEYS:
-        values = mine[key].map(lambda v: "none" if pd.isna(v) else str(v))
-        if key == "git_commit":
-            values = values.map(_short_commit)
-        counts = mine.groupby(values)["run_id"].nunique()
-        if len(counts) > 1:
-            listed = ", ".join(f"{value} ({_runs(count)})" for value, count in sorted(counts.items()))
-            differing.append(f"{VERSION_LABELS[key]} {listed}")
-    notes = []
-    if differing:
-        notes.append(f"The runs were made by different versions: {'; '.join(differing)}. "
-                     "`rnm export runs` shows each run's.")
-    unknown = len(set(run_ids) - set(mine["run_id"]))
-    if unknown:
-        notes.append(f"{_runs(unknown)} made before rnm recorded versions: whether they match the others' "
-                     "is unknown.")
-    return notes
+def _with_variants(runs: pd.DataFrame, by: str | None) -> tuple[pd.DataFrame, dict[str, Variant]]:
+    """`runs` with each run's variant (text), label and baseline text, and the variants by text. Under `by`, also
+    its value of that key (None for a dense run, where the key is one a dense run ignores) and its variant without
+    that key (by_variant, by_label): the columns of the ablation table."""
+    keys = varying_keys(runs)
+    variants = run_variants(runs, keys)
+    runs = runs.assign(variant=[str(v) for v in variants], label=[v.label() for v in variants],
+                       baseline=[json.dumps(v.baseline_settings()) for v in variants])
+    if by:
+        without = run_variants(runs, [k for k in keys if k != by])
+        values = [None if p == DENSE and by in SPARSITY_KEYS else stored_config(c).get(by)
+                  for c, p in zip(runs["config"], runs["pattern"])]
+        runs = runs.assign(by_value=pd.Series(values, index=runs.index, dtype=object),
+                           by_variant=[str(v) for v in without], by_label=[v.label() for v in without])
+        variants = variants + without
+    return runs, {str(v): v for v in variants}
 
 
 def build_report(
@@ -298,71 +311,110 @@ def build_report(
     patterns: Sequence[str] | None = None,
     include_partial: bool = False,
     where: dict[str, Any] | None = None,
+    by: str | None = None,
     seed: int = 0,
     reps: int = DEFAULT_REPS,
     attempts: pd.DataFrame | None = None,
+    costs: bool = False,
 ) -> Report:
     """Compute the whole report from the registry's frames: filter, score, aggregate, and note what was left out.
 
     Unfinished and failed runs are left out unless `include_partial`, in which case they are scored on the
-    evaluations they have so far. `where` keeps the runs whose config has those values (`--set key=value`).
-    `seed` fixes the bootstrap so that a report is reproducible; `reps` is the number of bootstrap resamples:
-    10,000 keeps a report to seconds; rliable's own default, 50,000, is there for a final paper at five times
-    the wait. `attempts` (the registry's attempts frame; None for a database from before it) says which
-    versions made the runs, noted where they differ.
+    evaluations they have so far. `where` keeps the runs whose config has those values (`--set key=value`). `by`
+    names a swept key whose values become the rows of an ablation table (its columns are then the variants
+    without that key). `seed` fixes the bootstrap so that a report is reproducible; `reps` is the number of
+    bootstrap resamples: 10,000 keeps a report to seconds; rliable's own default, 50,000, is there for a final
+    paper at five times the wait. `attempts` (the registry's attempts frame; None for a database from before it)
+    says which versions made the runs, noted where they differ. `costs` reads every included run's checkpoint for
+    the cost table.
     """
     selected = _select(runs, envs, patterns, where)
+    if by:
+        _check_by(selected, by)
     unfinished = selected[selected["status"] != DONE]
     notes = []
     if not include_partial:
         selected = selected[selected["status"] == DONE]
         if selected.empty:
-            raise UsageError(f"no finished runs match ({_status_counts(unfinished)}); "
+            raise UsageError(f"no finished runs match ({status_counts(unfinished)}); "
                              "use --include-partial to report them on their evaluations so far")
         if len(unfinished):
-            notes.append(f"Left out {_runs(len(unfinished))} not finished ({_status_counts(unfinished)}); "
+            notes.append(f"Left out {runs_text(len(unfinished))} not finished ({status_counts(unfinished)}); "
                          "--include-partial shows them.")
+    selected, variants = _with_variants(selected, by)
     scores = final_scores(selected, evals, last_k)
     unscored = selected[~selected["run_id"].isin(scores["run_id"])]
     if scores.empty:
-        raise UsageError(f"none of the {len(selected)} matching runs has an evaluation yet")
+        raise UsageError(f"none of the {len(selected)} matching runs has an evaluation after step 0 yet")
     if len(unscored):
-        notes.append(f"Left out {_runs(len(unscored))} with no evaluation yet ({_status_counts(unscored)}).")
+        notes.append(f"Left out {runs_text(len(unscored))} with no evaluation after step 0 yet "
+                     f"({status_counts(unscored)}).")
     if include_partial and (scores["status"] != DONE).any():
         partial = scores[scores["status"] != DONE]
-        notes.append(f"Includes {_runs(len(partial))} not finished ({_status_counts(partial)}), "
+        notes.append(f"Includes {runs_text(len(partial))} not finished ({status_counts(partial)}), "
                      "scored on the evaluations they have so far (marked †).")
-    _refuse_mixed_settings(selected)
+    note = evaluation_count_note(scores, last_k)
+    if note:
+        notes.append(note)
+    order = [str(v) for v in variant_order([variants[v] for v in scores["variant"].unique()])]
+    by_order = [str(v) for v in variant_order([variants[v] for v in scores["by_variant"].unique()])] if by else []
     densities = pd.Series(run_densities(selected).to_numpy(), index=selected["run_id"].to_numpy())
     scores = scores.assign(density=scores["run_id"].map(densities)).join(measured_densities(stats), on="run_id")
-    cells = cell_stats(scores)
+    groups = baseline_groups(scores)
+    scores = scores.assign(baseline_group=groups, baseline_mean=baseline_means(scores, groups))
+    scores = scores.assign(normalized=scores["final"] / scores["baseline_mean"])
+    cells = cell_stats(scores, order)
     if cells["density"].isna().any():
         notes.append("Kept density is unknown (a dash) where this machine cannot build the env or read the "
                      "run's config.")
     if cells["normalized"].isna().any():
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
                      "shown as a dash where missing.")
-    scores = scores.assign(normalized=normalized_scores(scores))
+    notes += _baseline_notes(scores)
     included = scores["run_id"]
     notes += version_notes(attempts, included)
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
     return Report(
         scores=scores,
         cells=cells,
-        aggregate=aggregate_iqm(scores, seed=seed, reps=reps),
+        aggregate=aggregate(scores, order, seed=seed, reps=reps),
         curves=_with_keys(evals[evals["run_id"].isin(included)], scores),
         sad=_with_keys(sad, scores),
         envs=tuple(sorted(scores["env"].unique())),
-        methods=tuple(sorted(scores["method"].unique(), key=method_order)),
+        variants=tuple(order),
+        labels={v: variants[v].label() for v in order},
         last_k=last_k,
         seed=seed,
         reps=reps,
         notes=tuple(notes),
+        by=by,
+        ablation=ablation_table(scores, by, by_order, seed=seed, reps=reps) if by else None,
+        costs=_costs(selected[selected["run_id"].isin(included)], variants) if costs else None,
     )
 
 
+def _baseline_notes(scores: pd.DataFrame) -> list[str]:
+    """A note where a variant is normalized by dense runs of another setting (the env's only dense setting)."""
+    borrowed = scores[scores["baseline_group"].notna() & (scores["baseline_group"] != scores["baseline"])]
+    if borrowed.empty:
+        return []
+    labels = ", ".join(dict.fromkeys(borrowed["label"]))
+    settings = "; ".join(sorted({", ".join(f"{k}={written(v)}" for k, v in json.loads(g)) or "its defaults"
+                                 for g in borrowed["baseline_group"]}))
+    return [f"No dense run shares the setting of {labels}: they are normalized by the env's dense runs "
+            f"({settings})."]
+
+
+def _costs(runs: pd.DataFrame, variants: dict[str, Variant]) -> pd.DataFrame:
+    """The cost table of the included runs, read from their checkpoints (torch loads only when it is asked for)."""
+    from .cost import cost_cells, run_costs  # noqa: PLC0415
+
+    cells = cost_cells(run_costs(runs), [variants[v] for v in runs["variant"]])
+    return cells.assign(variant=cells["variant"].map(str))
+
+
 def _with_keys(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `frame` with env, pattern, method and seed taken from the runs (canonical patterns), not their own
-    copies."""
-    keys = scores[["run_id", "env", "pattern", "method", "seed"]]
+    """Rows of `frame` with env, pattern, method, variant, label and seed taken from the runs (canonical patterns),
+    not their own copies."""
+    keys = scores[["run_id", "env", "pattern", "method", "variant", "label", "seed"]]
     return frame.drop(columns=["env", "pattern", "seed"], errors="ignore").merge(keys, on="run_id", how="inner")
