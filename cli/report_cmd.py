@@ -12,7 +12,15 @@ import typer
 from rnmtd3.registry import open_registry
 from rnmtd3.sweep import single_values, split_list
 
+from rnmtd3.errors import UsageError
+
 from .common import DbOption, err
+
+
+class Table(str, Enum):
+    results = "results"
+    ablation = "ablation"
+    cost = "cost"
 
 
 class Format(str, Enum):
@@ -34,13 +42,20 @@ def report(
         False, "--include-partial", help="include unfinished and failed runs, scored on their evaluations so far"),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="report the runs with this config value "
                                    "(key=value, repeatable): one setting of a --set sweep"),
+    by: Optional[str] = typer.Option(
+        None, "--by", metavar="KEY", help="an ablation over a swept key: its values as rows, the patterns as "
+                                          "columns (e.g. --by mask_interval)"),
+    table: Optional[Table] = typer.Option(
+        None, "--table", help="write only this table (csv writes one, results unless named); cost reads every "
+                              "run's checkpoint"),
     seed: int = typer.Option(0, help="seed of the bootstrap confidence intervals"),
     db: Optional[str] = DbOption,
 ) -> None:
     """Paper tables and figures from the finished runs.
 
-    Tables (mean ± std over seeds, normalized scores, IQM with 95% CIs, density) and figures from the finished
-    runs, one column per method: a pattern with its mask_rule and sparse_init ('2:4 (50%) rigl')."""
+    Tables (mean ± std over seeds, normalized scores, IQM and P(> dense) with 95% CIs, density, cost, and an
+    ablation with --by) and figures from the finished runs, one column per method: a pattern with its mask_rule
+    and sparse_init ('2:4 (50%) rigl'), and the value of any key that differs between its runs."""
     from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
 
     where = single_values(set_)
@@ -50,11 +65,15 @@ def report(
         attempts = registry.attempts_frame()
     finally:
         registry.close()
+    wanted = table.value if table else (Table.results.value if format_ is Format.csv else None)
+    if wanted == Table.ablation.value and by is None:
+        raise UsageError("--table ablation needs --by KEY")
     with err.status("computing the report (bootstrap confidence intervals)"):
         result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
                               patterns=split_list(patterns) if patterns else None,
-                              include_partial=include_partial, where=where, seed=seed, attempts=attempts)
-    text = render(result, format_.value)
+                              include_partial=include_partial, where=where, by=by, seed=seed, attempts=attempts,
+                              costs=wanted in (None, Table.cost.value))
+    text = render(result, format_.value, wanted)
     if format_ is Format.csv:
         for note in result.notes:
             err.print(note, soft_wrap=True)

@@ -1,11 +1,11 @@
 """Text renderings of a computed Report: markdown, LaTeX and csv. Every number comes from `stats`; this only formats.
 
-Both text formats hold three tables with the same layout (one row per env, one column per method, ordered as
-`methods.method_order`): final returns, normalized scores with the IQM across envs as a last row, and the density of
-the networks: what the pattern keeps, and, where training recorded it, the measured nonzero fraction per network (two
-more rows per env). A column's header is its method's label (see `methods`), stated in the first caption. The LaTeX
-compiles with the standard preamble LATEX_PREAMBLE (booktabs), which its first line states, so it pastes into a paper
-as it is.
+The text formats hold the results in three tables with one row per env and one column per variant (a method, with
+the values of any key that differs between its runs), in the report's order: final returns, normalized scores with
+the IQM and P(> dense) across envs as footer rows, and the density of the networks (what the pattern keeps and,
+where training recorded it, the measured nonzero fraction per network). Then, where the report has them, the
+`--by` ablation and the cost table. csv writes one of them (`TABLES`) as a frame. Captions speak a paper's language;
+the LaTeX compiles with the standard preamble LATEX_PREAMBLE (booktabs), which its first line states.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..errors import UsageError
+from .ablation import ALL_ENVS
 from .stats import Report
 
 FORMATS = ("markdown", "latex", "csv")
@@ -25,14 +27,16 @@ MISSING = "-"
 PLUS_MINUS = " ± "
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report as `fmt` text, one of FORMATS."""
-    renderers: dict[str, Callable[[Report], str]] = {
+def render(report: Report, fmt: str, table: str | None = None) -> str:
+    """The report as `fmt` text, one of FORMATS: every table it holds, or the one of TABLES named."""
+    renderers: dict[str, Callable[[Report, str | None], str]] = {
         "markdown": render_markdown, "latex": render_latex, "csv": render_csv,
     }
     if fmt not in renderers:
         raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return renderers[fmt](report)
+    if table is not None and table not in TABLES:
+        raise UsageError(f"unknown --table {table!r}; choose one of {', '.join(TABLES)}")
+    return renderers[fmt](report, table)
 
 
 # ---- the two tables, independent of the output format -----------------------------------------------------------
@@ -54,14 +58,13 @@ class Grid:
     footer: list[list[Cell]]
 
 
-def _lookup(report: Report, env: str, method: str) -> pd.Series | None:
-    rows = report.cells[(report.cells["env"] == env) & (report.cells["method"] == method)]
+def _lookup(report: Report, env: str, variant: str) -> pd.Series | None:
+    rows = report.cells[(report.cells["env"] == env) & (report.cells["variant"] == variant)]
     return None if rows.empty else rows.iloc[0]
 
 
 def _header(report: Report) -> list[str]:
-    labels = report.cells.drop_duplicates("method").set_index("method")["label"]
-    return ["env", *(labels[m] for m in report.methods)]
+    return ["env", *(report.labels[v] for v in report.variants)]
 
 
 def _marks(cell: pd.Series) -> str:
@@ -93,52 +96,87 @@ def _seed_phrase(report: Report) -> str:
     return f"up to {most} seeds, (n=k) marking a cell with fewer"
 
 
-COLUMNS_PHRASE = ("Columns by increasing sparsity: a pattern with its sparsity, followed by its mask rule where it is "
-                  "not magnitude (set, rigl) and by 'scaled' where its kept weights were rescaled at init.")
+COLUMNS_PHRASE = ("Columns by increasing sparsity: a pattern with its sparsity, then its mask-update rule where it is "
+                  "not magnitude pruning (set: random regrowth; rigl: gradient-based regrowth) and 'scaled' where "
+                  "the kept weights were rescaled at initialization.")
+SETTINGS_PHRASE = "After a comma, the value of a hyperparameter that differs between the runs of one pattern."
+BOLD_PHRASE = ("Bold: the best of its row where a one-sided Welch t-test puts it above the runner-up at the 5% "
+               "level.")
+
+
+def _columns_phrase(report: Report) -> str:
+    settings = any(label != report.labels[v].split(", ")[0] for v, label in report.labels.items())
+    return f"{COLUMNS_PHRASE} {SETTINGS_PHRASE}" if settings else COLUMNS_PHRASE
 
 
 def returns_grid(report: Report) -> Grid:
-    """Mean ± std of final returns per env x method, best of each row bold, with the seed count and how to read a
-    column's header in the caption."""
+    """Mean ± std of final returns per env x variant, the separated best of each row bold, with the seed count and
+    how to read a column's header in the caption."""
     body = []
     for env in report.envs:
         row = [Cell(env)]
-        for method in report.methods:
-            cell = _lookup(report, env, method)
+        for variant in report.variants:
+            cell = _lookup(report, env, variant)
             row.append(Cell(MISSING) if cell is None else Cell(_score_text(cell), bool(cell["best"]), _marks(cell)))
         body.append(row)
-    caption = (f"Final return (mean of each run's last {report.last_k} evaluations): mean ± sample std (ddof=1) "
-               f"over {_seed_phrase(report)}; a single seed shows no std. Best of each row in bold. "
-               f"{COLUMNS_PHRASE}")
+    caption = (f"Final return: the mean of each run's last {report.last_k} evaluations, the evaluation before "
+               f"training excluded; mean ± sample standard deviation over {_seed_phrase(report)} (one seed: the "
+               f"mean alone). {BOLD_PHRASE} {_columns_phrase(report)}")
     return Grid(caption, _header(report), body, [])
 
 
+def _interval_text(low: float, high: float) -> str:
+    return MISSING if math.isnan(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def improvement_claims(report: Report) -> str:
+    """The caption's claims: a column improves on dense only where its interval's lower end is above 0.5, and is
+    worse only where the upper end is below 0.5; otherwise nothing is claimed."""
+    sparse = report.aggregate.dropna(subset=["p_improve"])
+    if sparse.empty:
+        return ""
+    better = list(sparse.loc[sparse["p_improve_low"] > 0.5, "label"])
+    worse = list(sparse.loc[sparse["p_improve_high"] < 0.5, "label"])
+    claims = []
+    if better:
+        claims.append(f"Interval above 0.5, so more likely than not to outperform dense: {'; '.join(better)}.")
+    if worse:
+        claims.append(f"Interval below 0.5, so more likely than not to underperform dense: {'; '.join(worse)}.")
+    if len(better) + len(worse) < len(sparse):
+        claims.append("Where the interval contains 0.5, the runs do not tell whether the column beats dense.")
+    return " ".join(claims)
+
+
 def normalized_grid(report: Report) -> Grid:
-    """Normalized mean per env x method, with the IQM across envs and its 95% CI as two footer rows (one row
-    for both would not fit a five-method table in a page's width)."""
+    """Normalized mean per env x variant; footer rows: the IQM across envs with its 95% CI, and P(> dense) with its
+    95% CI (a value and its interval on two rows would not fit a five-column table in a page's width otherwise)."""
     body = []
     for env in report.envs:
         row = [Cell(env)]
-        for method in report.methods:
-            cell = _lookup(report, env, method)
+        for variant in report.variants:
+            cell = _lookup(report, env, variant)
             defined = cell is not None and math.isfinite(cell["normalized"])
             row.append(Cell(_ratio_text(cell["normalized"]), bool(cell["best"])) if defined else Cell(MISSING))
         body.append(row)
-    agg = report.aggregate.set_index("method")
-    best = agg["iqm"].max() if len(agg) else math.nan
-    iqm, interval = [Cell("IQM (all envs)")], [Cell("95% CI")]
-    for method in report.methods:
-        if method not in agg.index:
-            iqm.append(Cell(MISSING))
-            interval.append(Cell(MISSING))
+    agg = report.aggregate.set_index("variant")
+    footer = [[Cell("IQM (all envs)")], [Cell("95% CI")], [Cell("P(> dense)")], [Cell("95% CI")]]
+    for variant in report.variants:
+        if variant not in agg.index:
+            for row in footer:
+                row.append(Cell(MISSING))
             continue
-        row = agg.loc[method]
-        iqm.append(Cell(f"{row['iqm']:.2f}", bool(row["iqm"] == best)))
-        interval.append(Cell(f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"))
-    caption = ("Normalized score: a method's mean final return over the dense mean on the same env (dense = 1). "
+        row = agg.loc[variant]
+        footer[0].append(Cell(f"{row['iqm']:.2f}", bool(row["best"])))
+        footer[1].append(Cell(_interval_text(row["ci_low"], row["ci_high"])))
+        footer[2].append(Cell(_ratio_text(row["p_improve"])))
+        footer[3].append(Cell(_interval_text(row["p_improve_low"], row["p_improve_high"])))
+    caption = ("Normalized score: mean final return over the mean of the dense runs on the same env (dense = 1). "
                "IQM: interquartile mean of the per-run normalized scores across envs, with a 95% stratified "
-               f"bootstrap confidence interval (rliable; {report.reps:,} resamples, seed {report.seed}).")
-    return Grid(caption, _header(report), body, [iqm, interval])
+               f"bootstrap confidence interval ({report.reps:,} resamples), bold where it lies wholly above every "
+               "other column's interval. P(> dense): the probability that a run of the column scores above a dense "
+               "run on the same env, averaged over envs, with its 95% stratified bootstrap confidence interval. "
+               f"{improvement_claims(report)}").strip()
+    return Grid(caption, _header(report), body, footer)
 
 
 def _percent(value: float) -> str:
@@ -151,8 +189,8 @@ MEASURED_ROWS = {"density_actor": "actor", "density_critic": "critics"}
 
 def _density_row(report: Report, env: str, title: str, column: str) -> list[Cell]:
     row = [Cell(title)]
-    for method in report.methods:
-        cell = _lookup(report, env, method)
+    for variant in report.variants:
+        cell = _lookup(report, env, variant)
         row.append(Cell(MISSING) if cell is None else Cell(_percent(cell[column])))
     return row
 
@@ -169,14 +207,108 @@ def density_grid(report: Report) -> Grid:
         if measured:
             body += [_density_row(report, env, f"{env} {name}", column) for column, name in MEASURED_ROWS.items()]
     caption = ("Kept density: weights the pattern keeps over all weights of the actor and one critic, first and "
-               "last layers included when sparse_io is set. A row whose width is not a multiple of M ends in a "
-               "shorter group that keeps up to N weights, so a narrow input layer (Hopper's 11 inputs) is denser "
+               "last layers included unless the runs kept them dense. A row whose width is not a multiple of M "
+               "ends in a shorter group that keeps up to N weights, so a narrow input layer (Hopper's 11 inputs) is denser "
                "than N/M; the header gives the nominal sparsity.")
     if measured:
         caption += (" Rows 'actor' and 'critics': the nonzero fraction of the sparse layers measured in training "
                     "at each run's latest record, mean over seeds (critics: both critics), a dash where no run "
                     "recorded it.")
     return Grid(caption, _header(report), body, [])
+
+
+def ablation_grid(report: Report) -> Grid:
+    """Under `--by KEY`: one block of rows per value of KEY (a row per env, then the IQM across envs with its CI),
+    one column per variant without KEY."""
+    table = report.ablation
+    variants = list(dict.fromkeys(table["variant"]))
+    labels = dict(zip(table["variant"], table["label"]))
+    body = []
+    for text, rows in table.groupby("by_text", sort=False):
+        cells = rows.set_index(["env", "variant"])
+        for env in [*report.envs, ALL_ENVS]:
+            title = "IQM (all envs)" if env == ALL_ENVS else env
+            row = [Cell(text), Cell(title)]
+            for variant in variants:
+                if (env, variant) not in cells.index:
+                    row.append(Cell(MISSING))
+                    continue
+                cell = cells.loc[(env, variant)]
+                interval = "" if env != ALL_ENVS else " " + _interval_text(cell["ci_low"], cell["ci_high"])
+                row.append(Cell(_ratio_text(cell["normalized"]) + interval))
+            body.append(row)
+    caption = (f"Effect of {report.by}: normalized score (mean final return over the mean of the dense runs on the "
+               "same env) per env, and the interquartile mean across envs with its 95% stratified bootstrap "
+               f"confidence interval ({report.reps:,} resamples), for each value of {report.by}. "
+               f"{COLUMNS_PHRASE}")
+    return Grid(caption, [report.by, "env", *(labels[v] for v in variants)], body, [])
+
+
+def _count_text(value: float) -> str:
+    """12,345 below a million, 1.23M above: a MAC count of an update runs to hundreds of millions."""
+    if math.isnan(value):
+        return MISSING
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value:,.0f}"
+
+
+def _cost_text(count: float, ratio: float, unit: str) -> str:
+    """'34,688 (50.2%)' for a count with its density, '101.28M (1.99x)' for one with its ratio over dense."""
+    if math.isnan(count):
+        return MISSING
+    return f"{_count_text(count)} ({ratio:.1%})" if unit == "%" else f"{_count_text(count)} ({ratio:.2f}{unit})"
+
+
+COST_ROWS = {
+    "actor nonzeros": ("actor_nonzeros", "actor_density", "%"),
+    "critic nonzeros": ("critic_nonzeros", "critic_density", "%"),
+    "MACs per action": ("action_macs_sparse", "action_speedup", "x"),
+    "MACs per update": ("update_macs_sparse", "update_speedup", "x"),
+    "actor bytes": ("actor_bytes_compressed", "actor_compression", "x"),
+}
+"""Row title -> (count column, the ratio shown beside it, its unit) of `report.costs`."""
+
+
+def cost_grid(report: Report) -> Grid:
+    """Per env, five rows (nonzeros of actor and critic with their density, MACs of an action and of an update
+    with the speedup over dense, actor bytes compressed with the compression), one column per variant."""
+    costs = report.costs.set_index(["env", "variant"])
+    body = []
+    for env in report.envs:
+        for title, (count, ratio, unit) in COST_ROWS.items():
+            row = [Cell(f"{env} {title}")]
+            for variant in report.variants:
+                if (env, variant) not in costs.index:
+                    row.append(Cell(MISSING))
+                    continue
+                cell = costs.loc[(env, variant)]
+                row.append(Cell(_cost_text(cell[count], cell[ratio], unit)))
+            body.append(row)
+    caption = ("Cost, from each run's last checkpoint (mean over seeds). Nonzeros: weights of the actor and of one "
+               "critic that are not zero, with the density of their sparse layers. MACs: multiply-accumulates of the "
+               "weight matrices for one action (the actor's forward pass) and for one training update (every "
+               "forward and backward pass of the six networks for one batch, the delayed actor update counted at "
+               "its rate), counting only nonzero weights, with the speedup over counting every weight: what an "
+               "accelerator that skips every zero could reach at most. Actor bytes: the actor in a compressed "
+               "form (for N:M, each group's kept values in 32 bits plus log2(M) bits of index each; unstructured "
+               "in compressed sparse rows), with the compression over 32-bit dense storage.")
+    return Grid(caption, _header(report), body, [])
+
+
+TABLES = ("results", "ablation", "cost")
+"""What `render` can write: the results (returns, normalized scores, density), the --by table, the cost table."""
+
+
+def _grids(report: Report, table: str | None) -> list[tuple[str, Grid]]:
+    """(label, grid) of each table to write: all that the report holds, or the one named."""
+    grids = []
+    if table in (None, "results"):
+        grids += [("returns", returns_grid(report)), ("normalized", normalized_grid(report)),
+                  ("density", density_grid(report))]
+    if table in (None, "ablation") and report.ablation is not None:
+        grids.append(("ablation", ablation_grid(report)))
+    if table in (None, "cost") and report.costs is not None:
+        grids.append(("cost", cost_grid(report)))
+    return grids
 
 
 # ---- markdown -------------------------------------------------------------------------------------------------
@@ -199,12 +331,17 @@ def _md_table(grid: Grid) -> list[str]:
     return [line(rows[0]), rule, *(line(row) for row in rows[1:])]
 
 
-def render_markdown(report: Report) -> str:
-    returns, normalized, density = returns_grid(report), normalized_grid(report), density_grid(report)
-    lines = ["**Final return**", "", *_md_table(returns), "", returns.caption, *report.notes, "",
-             "**Normalized score**", "", *_md_table(normalized), "", normalized.caption, "",
-             "**Density**", "", *_md_table(density), "", density.caption]
-    return "\n".join(lines) + "\n"
+TITLES = {"returns": "Final return", "normalized": "Normalized score", "density": "Density",
+          "ablation": "Ablation", "cost": "Cost"}
+
+
+def render_markdown(report: Report, table: str | None = None) -> str:
+    """Each table under a bold title, its caption below; the report's notes under the first table."""
+    lines: list[str] = []
+    for i, (name, grid) in enumerate(_grids(report, table)):
+        lines += [f"**{TITLES[name]}**", "", *_md_table(grid), "", grid.caption]
+        lines += [*report.notes, ""] if i == 0 else [""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # ---- LaTeX ----------------------------------------------------------------------------------------------------
@@ -230,16 +367,24 @@ def _tex_cell(cell: Cell) -> str:
     return text + (r"$^\dagger$" if PARTIAL_MARK in cell.marks else "")
 
 
-def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
-    """One booktabs float: caption and label on top, footer rows after a rule, notes in small type below.
+WIDE_CHARS = 90
+"""Above this many characters of cell text per row (about a one-column figure's width at \\small), a table
+spans both columns (table*); narrower ones stay in a column (table)."""
 
-    table* spans both columns of a two-column paper (a five-method table needs that width) and is a plain
-    table in a one-column document.
-    """
+
+def _is_wide(grid: Grid) -> bool:
+    rows = [grid.header, *([c.text + c.marks for c in row] for row in grid.body + grid.footer)]
+    return sum(max(len(row[i]) for row in rows) for i in range(len(grid.header))) > WIDE_CHARS
+
+
+def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
+    """One booktabs float: caption and label on top, footer rows after a rule, notes in small type below; `table*`
+    (both columns of a two-column paper) only where the table is too wide for one."""
     def line(cells: list[str]) -> str:
         return " & ".join(cells) + r" \\"
 
-    lines = [r"\begin{table*}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+    float_env = "table*" if _is_wide(grid) else "table"
+    lines = [rf"\begin{{{float_env}}}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
              rf"\caption{{{latex_escape(grid.caption)}}}", rf"\label{{{label}}}",
              r"\begin{tabular}{l" + "r" * (len(grid.header) - 1) + "}", r"\toprule",
              line([latex_escape(h) for h in grid.header]), r"\midrule",
@@ -249,42 +394,54 @@ def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
     lines += [r"\bottomrule", r"\end{tabular}"]
     if notes:
         lines.append(r"\par\smallskip\footnotesize " + " ".join(latex_escape(note) for note in notes))
-    return [*lines, r"\end{table*}"]
+    return [*lines, rf"\end{{{float_env}}}"]
 
 
-def render_latex(report: Report) -> str:
-    """Three table floats (returns, normalized scores, density) that compile with LATEX_PREAMBLE, stated
-    in the first line."""
-    lines = [f"% rnm report; needs the preamble: {LATEX_PREAMBLE}", ""]
-    lines += _tex_table(returns_grid(report), "tab:rnm-returns", report.notes)
-    lines += ["", *_tex_table(normalized_grid(report), "tab:rnm-normalized", ())]
-    lines += ["", *_tex_table(density_grid(report), "tab:rnm-density", ())]
+def render_latex(report: Report, table: str | None = None) -> str:
+    """One table float per table (returns, normalized scores, density, and the ablation and cost tables where the
+    report has them) that compiles with LATEX_PREAMBLE, stated in the first line."""
+    lines = [f"% rnm report; needs the preamble: {LATEX_PREAMBLE}"]
+    for i, (name, grid) in enumerate(_grids(report, table)):
+        lines += ["", *_tex_table(grid, f"tab:rnm-{name}", report.notes if i == 0 else ())]
     return "\n".join(lines) + "\n"
 
 
 # ---- csv ------------------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["env", "pattern", "method", "label", "sparsity", "density", "density_actor", "density_critic",
-               "statistic", "n_seeds", "n_partial", "mean", "std", "normalized", "normalized_ci_low",
-               "normalized_ci_high", "best", "last_k"]
+CSV_COLUMNS = ["env", "variant", "label", "pattern", "method", "sparsity", "density", "density_actor",
+               "density_critic", "statistic", "n_seeds", "n_partial", "mean", "std", "normalized",
+               "normalized_ci_low", "normalized_ci_high", "p_improve", "p_improve_ci_low", "p_improve_ci_high", "best",
+               "last_k"]
 
 
-def render_csv(report: Report) -> str:
-    """One row per env and method (statistic 'mean'), then one per method with env 'all' (statistic 'iqm').
+def results_csv(report: Report) -> pd.DataFrame:
+    """One row per env and variant (statistic 'mean'), then one per variant with env 'all' (statistic 'iqm').
 
-    For 'mean' rows, `normalized` is the cell's mean over the dense mean; for 'iqm' rows it is the IQM across envs,
-    `n_seeds` counts the runs pooled, and the CI columns hold its 95% bootstrap interval. `density` is the density
-    the pattern keeps of a 'mean' row's networks, `density_actor` and `density_critic` the density measured in
-    training (all three empty on 'iqm' rows: they differ by env). Empty means undefined. The columns are the same
-    whatever the database holds, so that a script can read any report.
+    For 'mean' rows, `normalized` is the cell's mean over its dense baseline's mean and `p_improve` P(> dense) on
+    that env; for 'iqm' rows `normalized` is the IQM across envs and `p_improve` P(> dense) averaged over envs, each
+    with its 95% bootstrap interval in the CI columns, and `n_seeds` counts the runs pooled. `density` is the
+    density the pattern keeps of a 'mean' row's networks, `density_actor` and `density_critic` the density measured
+    in training (all three empty on 'iqm' rows: they differ by env). `best` is the bold of the tables. Empty means
+    undefined. The columns are the same whatever the database holds, so that a script can read any report.
     """
     cells = report.cells.assign(statistic="mean", normalized_ci_low=math.nan, normalized_ci_high=math.nan,
-                                last_k=report.last_k)
+                                p_improve_ci_low=math.nan, p_improve_ci_high=math.nan, last_k=report.last_k)
     agg = report.aggregate.rename(columns={"n_runs": "n_seeds", "iqm": "normalized", "ci_low": "normalized_ci_low",
-                                           "ci_high": "normalized_ci_high"})
-    agg = agg.assign(env="all", statistic="iqm", mean=math.nan, std=math.nan, density=math.nan,
-                     density_actor=math.nan, density_critic=math.nan,
-                     best=agg["normalized"] == agg["normalized"].max(), last_k=report.last_k)
+                                           "ci_high": "normalized_ci_high", "p_improve_low": "p_improve_ci_low",
+                                           "p_improve_high": "p_improve_ci_high"})
+    agg = agg.assign(env=ALL_ENVS, statistic="iqm", mean=math.nan, std=math.nan, density=math.nan,
+                     density_actor=math.nan, density_critic=math.nan, last_k=report.last_k)
     parts = [part[CSV_COLUMNS] for part in (cells, agg) if not part.empty]  # no aggregate without a dense baseline
-    frame = pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True)
+
+
+def render_csv(report: Report, table: str | None = None) -> str:
+    """The results (`results_csv`), or the ablation or cost table as its frame (`Report.ablation`, `Report.costs`)."""
+    if table in (None, "results"):
+        frame = results_csv(report)
+    else:
+        frame = report.ablation if table == "ablation" else report.costs
+        if frame is None:
+            raise UsageError("--table ablation needs --by KEY" if table == "ablation"
+                             else "the cost table was not computed")
     return frame.to_csv(index=False, lineterminator="\n")
