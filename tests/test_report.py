@@ -115,7 +115,7 @@ def test_table_layout_bold_best_and_fewer_seed_mark():
     cells = [c.strip() for c in ant.strip("|").split("|")]
     assert cells[2].startswith("**") and cells[2].count("**") == 2  # 2:4 is built to be best
     assert cells[4].endswith("(n=2)") and "(n=" not in "".join(cells[1:4])
-    assert "sample std (ddof=1) over up to 3 seeds" in markdown
+    assert "mean ± sample standard deviation over up to 3 seeds" in markdown
 
 
 def test_single_seed_cell_has_no_std_and_still_plots(tmp_path: Path):
@@ -176,7 +176,7 @@ def test_unfinished_runs_are_left_out_and_counted_unless_included():
 def test_filters_resolve_short_env_names_and_keep_the_dense_baseline():
     runs, evals, stats = make_frames()
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, envs=["hopper"], patterns=["1:8"])
-    assert report.envs == ("Hopper-v5",) and report.methods == ("dense", "1:8")
+    assert report.envs == ("Hopper-v5",) and report.variants == ("dense", "1:8")
     assert report.cells["normalized"].notna().all()
 
 
@@ -439,9 +439,10 @@ def test_cli_filter_matching_nothing_raises_the_usage_error_that_main_maps_to_ex
     assert str(result.exception) == "no runs match --patterns 1:8; the selected runs have: dense, 2:4"
 
 
-def test_a_swept_key_is_reported_one_setting_at_a_time(tmp_path: Path):
-    """Runs that differ in more than the seed are never pooled into one cell; --set picks one setting, and a key
-    that dense runs ignore (mask_interval) keeps the single dense baseline that the sweep queued."""
+def test_a_swept_key_splits_columns_and_set_picks_one_setting(tmp_path: Path):
+    """Runs that differ in more than the seed are never pooled into one cell: each setting is its own column,
+    labelled by the key that differs; --set picks one setting; and a key that dense runs ignore (mask_interval)
+    keeps the single dense baseline that the sweep queued, the baseline of both columns."""
     from rnmtd3.registry import open_registry
     from rnmtd3.sweep import expand
 
@@ -456,11 +457,18 @@ def test_a_swept_key_is_reported_one_setting_at_a_time(tmp_path: Path):
         registry.finish(claim, 1000)
     runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
     registry.close()
-    with pytest.raises(UsageError, match="mask_interval in 20, 40"):
-        build_report(runs, evals, stats, last_k=1)
-    report = build_report(runs, evals, stats, last_k=1, where={"mask_interval": 40})
+    split = build_report(runs, evals, stats, last_k=1, reps=REPS)
+    assert [split.labels[v] for v in split.variants] == ["dense", "2:4 (50%), mask_interval=20",
+                                                         "2:4 (50%), mask_interval=40"]
+    cells = split.cells.set_index("label")
+    assert cells.loc["2:4 (50%), mask_interval=20", "mean"] == pytest.approx(200.5)
+    assert cells.loc["2:4 (50%), mask_interval=40", "mean"] == pytest.approx(400.5)
+    assert cells["n_seeds"].tolist() == [2, 2, 2]
+    assert "2:4 (50%), mask_interval=40" in render(split, "markdown").splitlines()[2]
+    report = build_report(runs, evals, stats, last_k=1, where={"mask_interval": 40}, reps=REPS)
     cells = report.cells.set_index("pattern")
     assert cells.loc["2:4", "mean"] == pytest.approx(400.5) and cells.loc["dense", "mean"] == pytest.approx(200.5)
     assert cells.loc["2:4", "normalized"] == pytest.approx(400.5 / 200.5)
+    assert report.labels == {"dense": "dense", "2:4": "2:4 (50%)"}  # one setting left: plain method labels
     with pytest.raises(UsageError, match="no runs match --set mask_interval=7"):
         build_report(runs, evals, stats, where={"mask_interval": 7})

@@ -56,11 +56,11 @@ def test_method_text_label_and_order():
 def test_methods_side_by_side_are_columns_labelled_and_ordered_by_sparsity():
     runs, evals, stats = make_frames(factors=SIDE_BY_SIDE)
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
-    assert list(report.methods) == ORDER
+    assert list(report.variants) == ORDER
     markdown = render(report, "markdown")
     for title in ("Final return", "Normalized score", "Density"):
         assert table_rows(markdown, title)[0] == ["env", *LABELS]
-    assert "followed by its mask rule where it is not magnitude (set, rigl) and by 'scaled'" in markdown
+    assert "then its mask-update rule where it is not magnitude pruning (set: random regrowth; rigl" in markdown
     assert list(report.aggregate["method"]) == ORDER and list(report.aggregate["label"]) == LABELS
     csv = read_csv(render(report, "csv"))
     hopper = csv[csv["env"] == "Hopper-v5"]
@@ -85,17 +85,23 @@ def test_each_method_is_its_own_cell_never_pooled_with_another_rule_of_its_patte
 def test_patterns_filter_keeps_every_rule_of_a_pattern_and_the_dense_baseline():
     runs, evals, stats = make_frames(factors=SIDE_BY_SIDE, seeds=2)
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, patterns=["2:4", "1:8"])
-    assert report.methods == ("dense", "2:4", "2:4+rigl", "1:8+scaled")
+    assert report.variants == ("dense", "2:4", "2:4+rigl", "1:8+scaled")
     rigl = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, where={"mask_rule": "rigl"})
-    assert rigl.methods == ("dense", "2:4+rigl", "unstructured:0.5+rigl")
+    assert rigl.variants == ("dense", "2:4+rigl", "unstructured:0.5+rigl")
 
 
-def test_runs_of_one_method_that_differ_in_another_key_are_still_refused():
+def test_a_run_of_one_method_that_differs_in_another_key_is_its_own_column():
     runs, evals, stats = make_frames(factors=SIDE_BY_SIDE, seeds=2)
     one = runs.index[runs["config"].str.contains('"mask_rule":"rigl"') & (runs["pattern"] == "2:4")][0]
     runs.loc[one, "config"] = json.dumps(json.loads(runs.loc[one, "config"]) | {"lr": 1e-3})
-    with pytest.raises(UsageError, match=re.escape("differ in more than the seed (lr in 0.0003, 0.001)")):
-        build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    assert "2:4 (50%) rigl, lr=0.001" in report.labels.values()
+    lone = report.cells[report.cells["label"] == "2:4 (50%) rigl, lr=0.001"]
+    assert lone["n_seeds"].tolist() == [1]  # never pooled with the lr=0.0003 seed
+    # lr applies to dense runs too; they ran at 0.0003 only, so they are the baseline of both lr columns, and
+    # the report says so
+    assert lone["normalized"].notna().all()
+    assert any("No dense run shares the setting of 2:4 (50%) rigl, lr=0.001" in note for note in report.notes)
 
 
 def test_a_run_queued_before_the_method_keys_existed_is_the_default_method():
@@ -108,7 +114,7 @@ def test_a_run_queued_before_the_method_keys_existed_is_the_default_method():
                                for c in runs.loc[old, "config"]]
     for where in (None, {"mask_end": 1.0}):  # the old runs have mask_end's default too
         report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, where=where)
-        assert report.methods == ("dense", "2:4", "2:4+rigl")
+        assert report.variants == ("dense", "2:4", "2:4+rigl")
         assert report.cells.groupby("method")["n_seeds"].sum().to_dict() == {"dense": 4, "2:4": 4, "2:4+rigl": 4}
 
 
@@ -166,7 +172,7 @@ def test_without_density_statistics_the_report_shows_no_measured_rows():
 def test_one_colour_per_method_the_same_in_every_figure():
     runs, evals, stats = make_frames(factors=SIDE_BY_SIDE, seeds=2)
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
-    colors = method_colors(report.methods)
+    colors = method_colors(report.variants)
     assert colors["dense"] == DENSE_COLOR and len(set(colors.values())) == len(ORDER)
     drawn = {}
     for frame, value in ((report.curves[report.curves["env"] == "Ant-v5"], "return_mean"), (report.sad, "value")):

@@ -67,5 +67,5 @@ def evaluation_count_note(scores: pd.DataFrame, last_k: int) -> str | None:
         return None
     low, high = int(short["n_evals"].min()), int(short["n_evals"].max())
     counts = f"{low}" if low == high else f"{low} to {high}"
-    return (f"{runs_text(len(short))} of {runs_text(len(scores))} had fewer than {last_k} evaluations after the "
+    return (f"{len(short)} of {runs_text(len(scores))} had fewer than {last_k} evaluations after the "
             f"one before training; their final score is the mean of all they have ({counts}).")

@@ -328,6 +328,8 @@ def build_report(
     says which versions made the runs, noted where they differ. `costs` reads every included run's checkpoint for
     the cost table.
     """
+    if reps < 100:
+        raise UsageError(f"--reps must be at least 100 for a 95% interval (got {reps})")
     selected = _select(runs, envs, patterns, where)
     if by:
         _check_by(selected, by)

@@ -367,14 +367,15 @@ def _tex_cell(cell: Cell) -> str:
     return text + (r"$^\dagger$" if PARTIAL_MARK in cell.marks else "")
 
 
-WIDE_CHARS = 90
-"""Above this many characters of cell text per row (about a one-column figure's width at \\small), a table
-spans both columns (table*); narrower ones stay in a column (table)."""
+COLUMN_CHARS = 55
+"""About the characters of \\small text that fit a column of a two-column paper (3.3 in); a table with more, its
+column gaps counted as two characters each, spans both columns (table*), a narrower one stays in a column."""
 
 
 def _is_wide(grid: Grid) -> bool:
     rows = [grid.header, *([c.text + c.marks for c in row] for row in grid.body + grid.footer)]
-    return sum(max(len(row[i]) for row in rows) for i in range(len(grid.header))) > WIDE_CHARS
+    widths = [max(len(row[i]) for row in rows) for i in range(len(grid.header))]
+    return sum(widths) + 2 * (len(widths) - 1) > COLUMN_CHARS
 
 
 def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:

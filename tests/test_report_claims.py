@@ -1,0 +1,183 @@
+"""The report's claims against independent computations from `rnm export runs` and `rnm export evals` alone:
+P(> dense) and its interval, the `--by` ablation, the final score without the step-0 evaluation, the bold of a
+separated best, and the caption's wording of an improvement."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rliable import library as rly
+from rliable import metrics as rly_metrics
+from typer.testing import CliRunner
+
+from rnm_cli.main import app
+from rnmtd3.registry import open_registry
+from rnmtd3.report import build_report, render
+from rnmtd3.sweep import expand
+
+from test_report import LAST_K, REPS, make_frames, read_csv
+
+SEED = 11
+FACTORS = {("2:4", 1000): 1.3, ("2:4", 10000): 1.0,
+           ("1:8", 1000): 0.7, ("1:8", 10000): 0.9}
+
+
+def sweep_db(tmp_path: Path, extra: list[str] = ()) -> Path:
+    """A Hopper sweep of dense, 2:4 and 1:8 over mask_interval 1000 and 10000, 3 seeds, with known returns: the
+    returns of each run rise over 6 evaluations (step 0 the lowest), scaled by FACTORS, with seeded noise."""
+    db = tmp_path / "rnm.db"
+    registry = open_registry(db, create=True)
+    rng = np.random.default_rng(5)
+    try:
+        registry.enqueue(expand(["Hopper"], ["2:4", "1:8"], 3, ["mask_interval=1000,10000", *extra], steps=6000))
+        while (claim := registry.claim()) is not None:
+            config = claim.config
+            factor = 1.0 if config.pattern.is_dense else FACTORS[(str(config.pattern), config.mask_interval)]
+            factor *= 1.2 if config.lr != 3e-4 else 1.0
+            for i in range(6):
+                registry.record_eval(claim, i * 1000, factor * (500.0 + 100 * i) + rng.normal(0, 30), 1.0, float(i))
+            registry.finish(claim, 6000)
+    finally:
+        registry.close()
+    return db
+
+
+def exported(db: Path, what: str) -> pd.DataFrame:
+    result = CliRunner().invoke(app, ["export", what, "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(io.StringIO(result.stdout))
+
+
+def finals_from_exports(db: Path, last_k: int) -> pd.DataFrame:
+    """Per run: the mean of its last `last_k` evaluations after step 0, and its score over the dense mean of the
+    runs with its lr (pandas on the exports, independent of rnmtd3.report)."""
+    runs, evals = exported(db, "runs"), exported(db, "evals")
+    trained = evals[evals["step"] > 0].sort_values("step")
+    final = trained.groupby("run_id")["return_mean"].apply(lambda r: r.iloc[-last_k:].mean())
+    runs = runs.assign(final=runs["run_id"].map(final))
+    dense = runs[runs["pattern"] == "dense"].groupby("lr")["final"].mean()
+    return runs.assign(normalized=runs["final"] / runs["lr"].map(dense))
+
+
+def test_probability_of_improvement_equals_pairwise_comparison_and_rliables_bootstrap(tmp_path: Path):
+    db = sweep_db(tmp_path)
+    finals = finals_from_exports(db, 3)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "csv", "--last-k", "3",
+                                      "--seed", str(SEED), "--reps", str(REPS)])
+    assert result.exit_code == 0, result.output
+    table = read_csv(result.stdout)
+    overall = table[table["env"] == "all"].set_index("label")
+    dense = finals[finals["pattern"] == "dense"]["normalized"].to_numpy()
+    for (pattern, interval), runs in finals[finals["pattern"] != "dense"].groupby(["pattern", "mask_interval"]):
+        mine = runs["normalized"].to_numpy()
+        pairs = [1.0 if x > y else 0.5 if x == y else 0.0 for x in mine for y in dense]
+        row = overall.loc[f"{pattern} ({'50%' if pattern == '2:4' else '87.5%'}), mask_interval={interval}"]
+        assert row["p_improve"] == pytest.approx(np.mean(pairs), abs=1e-12)
+        # rliable's own estimator and bootstrap from the same seed give the same interval
+        np.random.seed(SEED)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            point, ci = rly.get_interval_estimates(
+                {"x": [mine[:, None], dense[:, None]]},
+                lambda x, y: np.array([rly_metrics.probability_of_improvement(x, y)]),
+                reps=REPS, random_state=np.random.RandomState(SEED))
+        assert row["p_improve"] == pytest.approx(point["x"][0], abs=1e-12)
+        assert (row["p_improve_ci_low"], row["p_improve_ci_high"]) == pytest.approx(tuple(ci["x"][:, 0]), abs=1e-12)
+    assert overall.loc["2:4 (50%), mask_interval=1000", "p_improve"] == 1.0  # built 30% better than dense
+    assert overall.loc["1:8 (87.5%), mask_interval=1000", "p_improve"] == 0.0
+
+
+def test_by_key_rows_equal_a_pandas_groupby_of_the_exported_final_scores(tmp_path: Path):
+    db = sweep_db(tmp_path)
+    finals = finals_from_exports(db, 3)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--by", "mask_interval", "--format", "csv",
+                                      "--table", "ablation", "--last-k", "3", "--reps", str(REPS)])
+    assert result.exit_code == 0, result.output
+    table = read_csv(result.stdout)
+    per_env = table[table["env"] == "Hopper-v5"].set_index(["by_value", "variant"])["normalized"]
+    expected = finals[finals["pattern"] != "dense"].groupby(["mask_interval", "pattern"])["normalized"].mean()
+    assert sorted(per_env.index) == sorted(expected.index)
+    for key, value in expected.items():
+        assert per_env[key] == pytest.approx(value, rel=1e-12)
+    assert list(table.drop_duplicates("by_value")["by_value"]) == [1000, 10000]  # one block per value, by size
+    markdown = CliRunner().invoke(app, ["report", "--db", str(db), "--by", "mask_interval", "--last-k", "3",
+                                        "--reps", str(REPS)]).stdout
+    assert "| mask_interval |" in markdown and "Effect of mask_interval" in markdown
+
+
+def test_by_key_splits_columns_by_any_other_key_that_differs(tmp_path: Path):
+    db = sweep_db(tmp_path, extra=["lr=0.0003,0.001"])
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--by", "mask_interval", "--format", "csv",
+                                      "--table", "ablation", "--last-k", "3", "--reps", str(REPS)])
+    assert result.exit_code == 0, result.output
+    table = read_csv(result.stdout)
+    assert set(table["label"]) == {"dense, lr=0.0003", "dense, lr=0.001", "2:4 (50%), lr=0.0003",
+                                   "2:4 (50%), lr=0.001", "1:8 (87.5%), lr=0.0003", "1:8 (87.5%), lr=0.001"} - {
+        "dense, lr=0.0003", "dense, lr=0.001"}  # dense ignores mask_interval: the baseline, not a row
+    assert (table.groupby(["by_value", "variant", "env"]).size() == 1).all()  # never pooled
+    finals = finals_from_exports(db, 3)
+    expected = finals[(finals["pattern"] == "2:4") & (finals["lr"] == 0.001) & (finals["mask_interval"] == 1000)]
+    row = table[(table["variant"] == "2:4 lr=0.001") & (table["by_value"] == 1000) & (table["env"] != "all")]
+    assert row["normalized"].item() == pytest.approx(expected["normalized"].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--by", "lr"], "nothing to compare --by lr: every selected run has lr=0.0003"),
+    (["--by", "colour"], "cannot report --by colour"),
+    (["--table", "ablation"], "--table ablation needs --by KEY"),
+])
+def test_a_bad_by_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str):
+    db = sweep_db(tmp_path)
+    before = db.read_bytes()
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS), *args])
+    assert message in str(result.exception)
+    assert db.read_bytes() == before
+
+
+def test_the_step_0_evaluation_never_counts_and_a_short_run_is_noted():
+    runs, evals, stats = make_frames(n_evals=4)  # steps 0, 5000, 10000, 15000: three after training began
+    report = build_report(runs, evals, stats, last_k=10, reps=REPS)
+    expected = evals[evals["step"] > 0].groupby("run_id")["return_mean"].mean()
+    scores = report.scores.set_index("run_id")
+    assert scores["final"].to_dict() == pytest.approx(expected.to_dict(), rel=1e-12)
+    assert (scores["n_evals"] == 3).all()
+    note = f"{len(runs)} of {len(runs)} runs had fewer than 10 evaluations after the one before training; " \
+           "their final score is the mean of all they have (3)."
+    assert note in report.notes and note in render(report, "markdown")
+    assert not any("fewer than" in n for n in build_report(runs, evals, stats, last_k=3, reps=REPS).notes)
+
+
+def test_bold_marks_a_best_cell_only_where_it_is_separated_from_the_runner_up():
+    runs, evals, stats = make_frames(factors={"dense": 1.0, "2:4": 1.2, "1:4": 1.19})
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    assert not report.cells["best"].any()  # 2:4 has the highest mean, but 1:4 is within its noise
+    assert "**" not in render(report, "markdown").split("**Normalized score**")[0].split("\n", 2)[2]
+    runs, evals, stats = make_frames(factors={"dense": 1.0, "2:4": 1.5, "1:4": 1.0})
+    best = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS).cells.query("best")
+    assert sorted(best["env"]) == ["Ant-v5", "Hopper-v5"] and set(best["variant"]) == {"2:4"}
+
+
+def test_the_caption_claims_an_improvement_only_where_the_interval_is_above_one_half(tmp_path: Path):
+    db = sweep_db(tmp_path)
+    markdown = CliRunner().invoke(app, ["report", "--db", str(db), "--last-k", "3", "--reps", str(REPS)]).stdout
+    caption = next(line for line in markdown.splitlines() if line.startswith("Normalized score:"))
+    above = caption.split("Interval above 0.5, so more likely than not to outperform dense: ")[1].split(".")[0]
+    assert above == "2:4 (50%), mask_interval=1000"
+    assert "1:8 (87.5%), mask_interval=1000" in caption.split("underperform dense: ")[1]
+    assert "P(> dense)" in markdown.split("**Density**")[0]
+
+
+def test_latex_uses_table_for_a_narrow_table_and_table_star_for_a_wide_one():
+    runs, evals, stats = make_frames(factors={"dense": 1.0, "2:4": 1.1}, envs={"Hopper-v5": 3000.0})
+    narrow = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "latex")
+    assert r"\begin{table}[t]" in narrow and "table*" not in narrow
+    runs, evals, stats = make_frames(factors={"dense": 1.0, "2:4": 1.1, "1:4": 1.0, "1:8": 0.9, "2:8": 0.9})
+    wide = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "latex")
+    assert r"\begin{table*}[t]" in wide
+    assert wide.count(r"\begin{table") == wide.count(r"\end{table")
