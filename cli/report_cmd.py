@@ -73,7 +73,8 @@ def report(
     with err.status("computing the report (bootstrap confidence intervals)"):
         result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
                               patterns=split_list(patterns) if patterns else None,
-                              include_partial=include_partial, where=where, by=by, seed=seed, reps=reps, attempts=attempts,
+                              include_partial=include_partial, where=where, by=by, seed=seed, reps=reps,
+                              attempts=attempts,
                               costs=wanted in (None, Table.cost.value))
     text = render(result, format_.value, wanted)
     if format_ is Format.csv:

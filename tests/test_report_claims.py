@@ -5,7 +5,6 @@ separated best, and the caption's wording of an improvement."""
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 

@@ -208,8 +208,8 @@ def density_grid(report: Report) -> Grid:
             body += [_density_row(report, env, f"{env} {name}", column) for column, name in MEASURED_ROWS.items()]
     caption = ("Kept density: weights the pattern keeps over all weights of the actor and one critic, first and "
                "last layers included unless the runs kept them dense. A row whose width is not a multiple of M "
-               "ends in a shorter group that keeps up to N weights, so a narrow input layer (Hopper's 11 inputs) is denser "
-               "than N/M; the header gives the nominal sparsity.")
+               "ends in a shorter group that keeps up to N weights, so a narrow input layer (Hopper's 11 inputs) is "
+               "denser than N/M; the header gives the nominal sparsity.")
     if measured:
         caption += (" Rows 'actor' and 'critics': the nonzero fraction of the sparse layers measured in training "
                     "at each run's latest record, mean over seeds (critics: both critics), a dash where no run "
