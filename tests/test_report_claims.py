@@ -180,3 +180,33 @@ def test_latex_uses_table_for_a_narrow_table_and_table_star_for_a_wide_one():
     wide = render(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS), "latex")
     assert r"\begin{table*}[t]" in wide
     assert wide.count(r"\begin{table") == wide.count(r"\end{table")
+
+
+def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_path: Path):
+    from test_report_cost import ramp_checkpoint
+
+    db = tmp_path / "rnm.db"
+    registry = open_registry(db, create=True)
+    try:
+        registry.enqueue(expand(["Hopper"], ["2:4"], 2, ["hidden=8x8"], steps=6000))
+        while (claim := registry.claim()) is not None:
+            pattern = str(claim.config.pattern)
+            for i in range(3):
+                registry.record_eval(claim, i * 2500, 100.0 + i, 1.0, float(i))
+            if claim.config.seed == 0:  # seed 1's checkpoints are not on this machine
+                path, _ = ramp_checkpoint(tmp_path / f"{pattern}-{claim.run_id}", pattern)
+                registry.record_checkpoint(claim, 6000, str(path))
+            registry.finish(claim, 6000)
+    finally:
+        registry.close()
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "csv", "--table", "cost",
+                                      "--reps", str(REPS)])
+    assert result.exit_code == 0, result.output
+    table = read_csv(result.stdout).set_index("variant")
+    assert table.loc["2:4", ["actor_nonzeros", "critic_nonzeros", "action_macs_sparse"]].tolist() == [92, 100, 92]
+    assert table.loc["2:4", "action_speedup"] == pytest.approx(176 / 92)
+    assert table.loc["dense", "action_speedup"] == 1.0
+    assert table["n_checkpoints"].tolist() == [1, 1] and table["n_runs"].tolist() == [2, 2]
+    assert "The cost table leaves out 2 runs whose checkpoint.pt is not readable" in result.stderr
+    markdown = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS)]).stdout
+    assert "| Hopper-v5 MACs per action |" in markdown and "92 (1.91x)" in markdown

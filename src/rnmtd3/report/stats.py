@@ -376,6 +376,10 @@ def build_report(
     included = scores["run_id"]
     notes += version_notes(attempts, included)
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
+    cost_table = _costs(selected[selected["run_id"].isin(included)], variants) if costs else None
+    if cost_table is not None:
+        cost_table, cost_note = _checked_costs(cost_table)
+        notes += [cost_note] if cost_note else []
     return Report(
         scores=scores,
         cells=cells,
@@ -391,7 +395,7 @@ def build_report(
         notes=tuple(notes),
         by=by,
         ablation=ablation_table(scores, by, by_order, seed=seed, reps=reps) if by else None,
-        costs=_costs(selected[selected["run_id"].isin(included)], variants) if costs else None,
+        costs=cost_table,
     )
 
 
@@ -413,6 +417,18 @@ def _costs(runs: pd.DataFrame, variants: dict[str, Variant]) -> pd.DataFrame:
 
     cells = cost_cells(run_costs(runs), [variants[v] for v in runs["variant"]])
     return cells.assign(variant=cells["variant"].map(str))
+
+
+def _checked_costs(costs: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
+    """The cost table where any checkpoint was read (None where none was), and a note on the runs it lacks."""
+    missing = int((costs["n_runs"] - costs["n_checkpoints"]).sum())
+    if not costs["n_checkpoints"].any():
+        return None, ("No cost table: no run's checkpoint.pt is readable on this machine (`rnm export runs` shows "
+                      "where each run keeps it).")
+    if missing:
+        return costs, (f"The cost table leaves out {runs_text(missing)} whose checkpoint.pt is not readable on this "
+                       "machine, and averages the others.")
+    return costs, None
 
 
 def _with_keys(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
