@@ -20,6 +20,7 @@ from rnmtd3.patterns import Pattern
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
 from rnmtd3.sweep import expand, split_list
+from rnmtd3.variants import config_variants
 from rnmtd3.tensorboard_export import export_tensorboard, require_tensorboard
 
 from .common import DbOption, err, fmt_duration, out, warn_no_training
@@ -56,14 +57,17 @@ def queue(
 
 
 def _print_queue_summary(added, present, dry_run: bool, url: Optional[str]) -> None:
-    new = Counter((c.env, str(c.pattern)) for c in added)
-    old = Counter((c.env, str(c.pattern)) for c in present)
+    """One row per env and variant, so that the settings of a sweep show before it runs (`2:4 (50%),
+    mask_interval=1000`)."""
+    configs = [*added, *present]
+    variants = config_variants(configs)
+    new = Counter((c.env, v) for c, v in zip(configs[:len(added)], variants))
+    old = Counter((c.env, v) for c, v in zip(configs[len(added):], variants[len(added):]))
     table = Table(title="would queue" if dry_run else "queued", title_justify="left")
-    for column in ("env", "pattern", "new runs", "already queued"):
+    for column in ("env", "method", "new runs", "already queued"):
         table.add_column(column, justify="right" if "runs" in column or "already" in column else "left")
-    keys = sorted(set(new) | set(old), key=lambda k: (k[0], Pattern.sort_key(k[1])))
-    for env, pattern in keys:
-        table.add_row(env, pattern, str(new[(env, pattern)]), str(old[(env, pattern)]))
+    for env, variant in sorted(set(new) | set(old), key=lambda k: (k[0], k[1].sort_key())):
+        table.add_row(env, variant.label(), str(new[(env, variant)]), str(old[(env, variant)]))
     out.print(table)
     verb = "would add" if dry_run else "added"
     where = f" to {url}" if url else ""

@@ -171,3 +171,16 @@ def test_rnm_queue_stores_the_longest_patterns_on_postgresql(pg_url, monkeypatch
     assert sorted(queued(pg_url)["pattern"]) == ["unstructured:0.875", "unstructured:0.96875"]
     code, out, err = rnm_here(["status", "--db", pg_url], monkeypatch, capsys)
     assert code == 0 and "87.5%" in out and "96.875%" in out, out + err
+
+
+def test_dry_run_names_the_values_that_differ_between_the_runs_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """A sweep can be checked before it runs: each row is a method with the values that set it apart, and the
+    dense baseline, which mask_interval does not touch, is one row."""
+    db = tmp_path / "rnm.db"
+    code, out, err = rnm_here(["queue", "--envs", "Hopper", "--patterns", "2:4", "--seeds", "2", "--steps", "1000",
+                               "--set", "mask_interval=1000,10000", "--dry-run", "--db", db], monkeypatch, capsys)
+    assert code == 0, err
+    rows = [" ".join(line.strip("│ ").split()) for line in out.splitlines() if "Hopper-v5" in line]
+    assert rows == ["Hopper-v5 │ dense │ 2 │ 0", "Hopper-v5 │ 2:4 (50%), mask_interval=1000 │ 2 │ 0",
+                    "Hopper-v5 │ 2:4 (50%), mask_interval=10000 │ 2 │ 0"]
+    assert "would add 6 run(s)" in err and not db.exists()

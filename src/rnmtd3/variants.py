@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import SPARSITY_KEYS, stored_config, written
+from .config import SPARSITY_KEYS, RunConfig, stored_config, written
 from .methods import Method, method_text
 
 NOT_SETTINGS = frozenset({"env", "pattern", "seed", "mask_rule", "sparse_init"})
@@ -81,6 +81,13 @@ def run_variants(runs: pd.DataFrame, keys: Sequence[str] | None = None) -> list[
         settings = tuple((key, config.get(key)) for key in keys if _applies(key, method))
         variants.append(Variant(Method.parse(method), settings))
     return variants
+
+
+def config_variants(configs: Sequence[RunConfig]) -> list[Variant]:
+    """Each config's variant among `configs` (a sweep before it is queued), as run_variants on their runs."""
+    frame = pd.DataFrame({"env": [c.env for c in configs], "pattern": [str(c.pattern) for c in configs],
+                          "config": [c.to_json() for c in configs]})
+    return run_variants(frame) if configs else []
 
 
 def variant_order(variants: Sequence[Variant]) -> list[Variant]:
