@@ -229,3 +229,16 @@ def test_export_runs_says_when_a_waiting_run_retries_and_how_often_it_failed_in_
     slack = 1e-3  # the database clock is a julianday float: its seconds round differently in each expression
     assert before + 30 - slack <= retry_at <= after + 30 + slack and str(table.loc[1, "retry_at"].tz) == "UTC"
     assert pd.isna(table.loc[2, "retry_at"])
+
+
+def test_status_rows_name_the_values_that_set_two_settings_apart(tmp_path: Path):
+    """Two mask intervals of 2:4 are two rows, never one; the dense baseline (which ignores them) is one."""
+    from rnmtd3.sweep import expand
+
+    registry = open_registry(tmp_path / "rnm.db")
+    registry.enqueue(expand(["Hopper"], ["2:4"], 2, ["mask_interval=1000,10000"], steps=1000))
+    runs = registry.runs_frame()
+    registry.close()
+    counts = summarize(runs, pd.DataFrame(columns=["run_id", *DENSITY_STATS])).counts
+    assert counts["label"].tolist() == ["dense", "2:4 (50%), mask_interval=1000", "2:4 (50%), mask_interval=10000"]
+    assert counts["queued"].tolist() == [2, 2, 2]

@@ -11,10 +11,10 @@ import pandas as pd
 from .config import RunConfig, config_keys, stored_config
 from .envs import env_dims
 from .errors import RnmError
-from .methods import Method, method_order, method_text
 from .patterns import network_density
 from .provenance import KEYS as PROVENANCE_KEYS
 from .registry import STATUSES, Registry
+from .variants import run_variants
 
 
 DENSITY_STATS = ("density_actor", "density_critic1", "density_critic2")
@@ -44,8 +44,9 @@ def measured_densities(registry: Registry) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
-    """Counts per env and method (a pattern with its mask rule and init), so that a sweep over rules shows each
-    rule's own progress and density; `densities` as measured_densities gives them."""
+    """Counts per env and variant (a pattern with its mask rule and init, and the values of any key that differs
+    between its runs), so that a sweep shows each setting's own progress and density and two settings never look
+    like one; `densities` as measured_densities gives them."""
     if runs.empty:
         empty = pd.DataFrame(columns=["env", "method", "label", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
@@ -53,14 +54,16 @@ def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "retries", "retry_at",
                                                    "error"]))
-    runs = runs.assign(method=[method_text(c, p) for c, p in zip(runs["config"], runs["pattern"])])
+    per_run = run_variants(runs)
+    variants = {str(v): v for v in per_run}
+    runs = runs.assign(method=[str(v) for v in per_run])
     counts = runs.pivot_table(index=["env", "method"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
     steps = runs.groupby(["env", "method"])[["steps_done", "steps_total"]].sum()
     counts = counts.join(steps).join(density_ranges(runs, densities)).reset_index()
-    counts = counts.sort_values(["env", "method"], key=lambda col: col.map(method_order) if col.name == "method"
-                                else col).reset_index(drop=True)
-    counts.insert(2, "label", [Method.parse(text).label() for text in counts["method"]])
+    counts = counts.sort_values(["env", "method"], key=lambda col: col.map(lambda t: variants[t].sort_key())
+                                if col.name == "method" else col).reset_index(drop=True)
+    counts.insert(2, "label", [variants[text].label() for text in counts["method"]])
     counts.columns.name = None
     active = runs[runs["status"].isin(["queued", "running"])]
     total = int(runs.loc[runs["status"] != "cancelled", "steps_total"].sum())
