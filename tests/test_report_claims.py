@@ -210,3 +210,12 @@ def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_pat
     assert "The cost table leaves out 2 runs whose checkpoint.pt is not readable" in result.stderr
     markdown = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS)]).stdout
     assert "| Hopper-v5 MACs per action |" in markdown and "92 (1.91x)" in markdown
+
+
+def test_an_interval_from_too_few_runs_is_called_what_it_is():
+    """2 runs in each of 2 envs: one extreme resample has a 1/16 chance, so the '95%' interval is the whole range
+    resampling reaches, and the point can sit at its end; with 5 seeds it is a real 95% interval."""
+    few = build_report(*make_frames(seeds=2), last_k=LAST_K, reps=REPS)
+    assert any(note.startswith("Too few runs for a 95% bootstrap interval (every column)") for note in few.notes)
+    enough = build_report(*make_frames(seeds=5), last_k=LAST_K, reps=REPS)
+    assert not any(note.startswith("Too few runs") for note in enough.notes)

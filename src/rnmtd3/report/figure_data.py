@@ -17,35 +17,19 @@ Definitions, to quote in captions:
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from rliable import library as rly
 from scipy import stats as scipy_stats
 
 from .ablation import ALL_ENVS
-from .intervals import CONFIDENCE, _global_numpy_seed
+from .intervals import bootstrap_arrays
 
 PROFILE_POINTS = 201
 PROFILE_MARGIN = 0.05
 LOG_SPAN = 10.0
 """A numeric --by axis is logarithmic where its largest value is more than this many times its smallest."""
-
-
-def bootstrap_curve(per_env: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], *, seed: int,
-                    reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`intervals.bootstrap` for a statistic with one value per point of a curve: (points, lows, highs), arrays.
-
-    Each env's array (runs first) is resampled by rliable on its own, from the report's seed. Every point's
-    interval is the percentile interval of its own resampled values (pointwise, as rliable draws its bands)."""
-    with _global_numpy_seed(seed), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        points, intervals = rly.get_interval_estimates(
-            {"scores": [np.asarray(a, dtype=float) for a in per_env]}, statistic, reps=reps,
-            confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
-    return np.asarray(points["scores"], dtype=float), intervals["scores"][0], intervals["scores"][1]
 
 
 def column_iqm(matrix: np.ndarray) -> np.ndarray:
@@ -99,7 +83,7 @@ def performance_profiles(scores: pd.DataFrame, order: Sequence[str], taus: np.nd
     frames = []
     for variant in scored_variants(scores, order):
         mine = scores[(scores["variant"] == variant) & scores["normalized"].notna()]
-        fraction, low, high = bootstrap_curve(_per_env(mine, "normalized"), above, seed=seed, reps=reps)
+        fraction, low, high = bootstrap_arrays(_per_env(mine, "normalized"), above, seed=seed, reps=reps)
         frames.append(pd.DataFrame({"variant": variant, "label": mine["label"].iloc[0], "tau": taus,
                                     "fraction": fraction, "low": low, "high": high, "n_runs": len(mine)}))
     return pd.concat(frames, ignore_index=True) if frames else _empty(["variant", "label", "tau", "fraction",
@@ -130,7 +114,7 @@ def sample_efficiency(curves: pd.DataFrame, scores: pd.DataFrame, order: Sequenc
             continue
         env_of = scores.set_index("run_id")["env"].reindex(table.index)
         per_env = [table[env_of == env].to_numpy() for env in sorted(env_of.unique())]
-        point, low, high = bootstrap_curve(per_env, iqm, seed=seed, reps=reps)
+        point, low, high = bootstrap_arrays(per_env, iqm, seed=seed, reps=reps)
         label = scores.loc[scores["variant"] == variant, "label"].iloc[0]
         frames.append(pd.DataFrame({"variant": variant, "label": label, "step": table.columns.to_numpy(),
                                     "iqm": point, "low": low, "high": high, "n_runs": len(table)}))

@@ -21,7 +21,7 @@ CONFIDENCE = 0.95
 
 
 @contextmanager
-def _global_numpy_seed(seed: int) -> Iterator[None]:
+def global_numpy_seed(seed: int) -> Iterator[None]:
     """rliable 1.2's bootstraps draw their indices from numpy's global RNG and ignore `random_state`, so a
     reproducible interval needs the global RNG seeded too; the caller's global state is put back after."""
     saved = np.random.get_state()
@@ -32,19 +32,25 @@ def _global_numpy_seed(seed: int) -> Iterator[None]:
         np.random.set_state(saved)
 
 
-def bootstrap(arrays: Sequence[np.ndarray], statistic: Callable[..., float], *, seed: int,
-              reps: int = DEFAULT_REPS) -> tuple[float, float, float]:
-    """(point, low, high) of `statistic(*arrays)`, each array's runs resampled independently by rliable."""
-    def func(*resampled: np.ndarray) -> np.ndarray:
-        return np.array([statistic(*resampled)])
-
-    with _global_numpy_seed(seed), warnings.catch_warnings():
+def bootstrap_arrays(arrays: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], *, seed: int,
+                     reps: int = DEFAULT_REPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points, lows, highs) of the 1-d `statistic(*arrays)`, each array's runs (its first axis) resampled
+    independently by rliable; every entry's interval is the percentile interval of its own resampled values."""
+    with global_numpy_seed(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
         points, intervals = rly.get_interval_estimates(
-            {"scores": [np.asarray(a, dtype=float).reshape(-1, 1) for a in arrays]}, func, reps=reps,
+            {"scores": [np.asarray(a, dtype=float) for a in arrays]}, statistic, reps=reps,
             confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
-    low, high = intervals["scores"][:, 0]
-    return float(points["scores"][0]), float(low), float(high)
+    return np.asarray(points["scores"], dtype=float), intervals["scores"][0], intervals["scores"][1]
+
+
+def bootstrap(arrays: Sequence[np.ndarray], statistic: Callable[..., float], *, seed: int,
+              reps: int = DEFAULT_REPS) -> tuple[float, float, float]:
+    """(point, low, high) of the number `statistic(*arrays)`, each array's runs resampled independently."""
+    points, lows, highs = bootstrap_arrays([np.asarray(a, dtype=float).reshape(-1, 1) for a in arrays],
+                                           lambda *resampled: np.array([statistic(*resampled)]), seed=seed,
+                                           reps=reps)
+    return float(points[0]), float(lows[0]), float(highs[0])
 
 
 def pooled_iqm(*per_env: np.ndarray) -> float:

@@ -373,6 +373,7 @@ def build_report(
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
                      "shown as a dash where missing.")
     notes += _baseline_notes(scores)
+    notes += _coarse_interval_notes(scores)
     included = scores["run_id"]
     notes += version_notes(attempts, included)
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
@@ -417,6 +418,22 @@ def _costs(runs: pd.DataFrame, variants: dict[str, Variant]) -> pd.DataFrame:
 
     cells = cost_cells(run_costs(runs), [variants[v] for v in runs["variant"]])
     return cells.assign(variant=cells["variant"].map(str))
+
+
+def _coarse_interval_notes(scores: pd.DataFrame) -> list[str]:
+    """Where a variant has so few runs per env that one extreme resample is at least 2.5% likely (2 runs in each
+    of 2 envs: 1/16), the percentile bootstrap's 95% interval is the whole range that resampling reaches, and a
+    point estimate can sit at its end; a reader must be told that, not left to read it as a 95% interval."""
+    counts = scores.dropna(subset=["normalized"]).groupby(["variant", "env"]).size()
+    coarse = {variant for variant, per_env in counts.groupby(level="variant")
+              if np.prod([float(n) ** -float(n) for n in per_env]) >= 0.025}
+    if not coarse:
+        return []
+    labels = list(dict.fromkeys(scores.loc[scores["variant"].isin(coarse), "label"]))
+    which = "every column" if len(coarse) == len(counts.index.unique("variant")) else "; ".join(labels)
+    return [f"Too few runs for a 95% bootstrap interval ({which}): such an interval is the whole range of values "
+            "that resampling can reach, and a point estimate can sit at its end. Below 4 runs the IQM is the plain "
+            "mean."]
 
 
 def _checked_costs(costs: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
