@@ -48,7 +48,7 @@ class WorkerUpdate:
     """What a worker tells the parent; the parent's display is built only from these."""
 
     worker: int
-    state: str  # claimed | progress | eval | finished | released | failed | lost | idle | exited
+    state: str  # claimed | started | progress | eval | finished | released | failed | lost | idle | exited
     run_id: int | None = None
     label: str = ""
     step: int = 0
@@ -56,6 +56,8 @@ class WorkerUpdate:
     steps_per_sec: float = 0.0
     last_return: float | None = None
     message: str = ""
+    attempt: int = 0
+    """The claim's attempt number (1 for a run's first), on the updates of a held run."""
 
 
 class RegistrySink:
@@ -97,10 +99,11 @@ class RegistrySink:
         if not self.registry.begin_attempt(self.claim, step, note):
             raise LeaseLost(f"run {self.claim.run_id} was taken over or cancelled")
         self.step = step
+        self.announce("started", step, note or "")
 
-    def announce(self, state: str, step: int) -> None:
-        self.report(WorkerUpdate(self.worker, state, self.claim.run_id, self.label, step,
-                                 self.claim.config.steps, self.rate, self.last_return))
+    def announce(self, state: str, step: int, message: str = "") -> None:
+        self.report(WorkerUpdate(self.worker, state, self.claim.run_id, self.label, step, self.claim.config.steps,
+                                 self.rate, self.last_return, message, self.claim.attempts))
 
     def on_eval(self, step: int, return_mean: float, return_std: float, wall_time: float) -> None:
         if not self.registry.record_eval(self.claim, step, return_mean, return_std, wall_time):
