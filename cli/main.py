@@ -35,7 +35,7 @@ for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 
 USAGE_HINTS = {
-    "--seeds": "--seeds is a count: 5 means seeds 0..4",
+    "--seeds": "--seeds is a count (5 means seeds 0..4), a list (3,7) or a range (5-9)",
     "--set": "--set takes key=value, or key=v1,v2 to sweep the key; `rnm keys` lists the keys",
 }
 """The hint that follows a usage error of an option that people misread, in place of `rnm CMD -h`."""

@@ -19,7 +19,7 @@ from rnmtd3.registry import EnqueueResult, database_exists, open_registry
 from rnmtd3.patterns import Pattern
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
-from rnmtd3.sweep import expand, split_list
+from rnmtd3.sweep import expand, parse_seeds, split_list
 from rnmtd3.variants import config_variants
 from rnmtd3.tensorboard_export import export_tensorboard, require_tensorboard
 
@@ -30,7 +30,7 @@ def queue(
     envs: str = typer.Option(..., help="comma list of envs: Ant,Hopper (newest version) or full ids"),
     patterns: str = typer.Option(..., help="comma list of patterns: N:M or unstructured:S, such as "
                                  "2:4,1:8,unstructured:0.75"),
-    seeds: int = typer.Option(5, help="number of seeds: 5 means seeds 0..4"),
+    seeds: str = typer.Option("5", help="seeds: a count (5 means seeds 0..4), a list (3,7) or a range (5-9)"),
     steps: Optional[str] = typer.Option(None, help="environment steps per run, such as 1e5 (default 1e6)"),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=V1,V2", help="config key=value (repeatable; `rnm keys` "
                                    "lists them); a comma list sweeps the key"),
@@ -44,7 +44,7 @@ def queue(
     Every (env, pattern, seed, --set value) combination is one run; queueing the same thing again adds nothing."""
     if not 1 <= max_attempts <= DB_INT_MAX:
         raise UsageError(f"bad --max-attempts {max_attempts}: give a number from 1 to {DB_INT_MAX}")
-    configs = expand(split_list(envs), split_list(patterns), seeds, set_, baseline=baseline,
+    configs = expand(split_list(envs), split_list(patterns), parse_seeds(seeds), set_, baseline=baseline,
                      steps=None if steps is None else parse_value("steps", steps))
     check_runs_fit(configs)
     warn_no_training(configs)

@@ -41,3 +41,24 @@ def test_a_sweep_at_the_cap_is_expanded(monkeypatch):
     assert len(sweep.expand(["Hopper"], ["2:4"], 3, ["lr=1e-3,3e-4"])) == 12  # dense and 2:4, 3 seeds, 2 lrs
     with pytest.raises(UsageError, match="13 runs"):
         sweep.expand(["Hopper"], ["2:4"], 13, [], baseline=False)
+
+
+@pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("3,7", [3, 7]), ("5-9", [5, 6, 7, 8, 9]), ("4,", [4])])
+def test_seeds_are_a_count_a_list_or_a_range(text, seeds):
+    assert list(sweep.parse_seeds(text)) == seeds
+    configs = sweep.expand(["Hopper"], ["2:4"], sweep.parse_seeds(text), baseline=False)
+    assert [c.seed for c in configs] == seeds
+
+
+@pytest.mark.parametrize("text, message", [("0", "names no seed"), ("9-5", "names no seed"), ("x", "a count"),
+                                           ("3,3", "named twice"), ("1e3", "a list (3,7)")])
+def test_bad_seeds_are_refused_naming_the_three_forms(text, message):
+    with pytest.raises(UsageError, match=message):
+        sweep.parse_seeds(text)
+
+
+def test_a_huge_seed_count_is_a_range_refused_by_the_cap_not_by_memory():
+    seeds = sweep.parse_seeds("1000000000")
+    assert isinstance(seeds, range)
+    with pytest.raises(UsageError, match="more than the 100,000"):
+        sweep.expand(["Hopper"], ["2:4"], seeds)

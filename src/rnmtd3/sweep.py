@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any, Iterable
 
 from .config import RunConfig, canonical, parse_assignments
@@ -38,27 +39,55 @@ def single_values(assignments: list[str], steps: int | None = None) -> dict[str,
     return {key: values[0] for key, values in swept.items()}
 
 
-def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int, assignments: list[str] = (),
+SEEDS_HELP = "give a count (5: seeds 0..4), a list (3,7) or a range (5-9)"
+
+
+def parse_seeds(text: str) -> Sequence[int]:
+    """`--seeds` as a user writes it: a count N (seeds 0..N-1, as rl-zoo and papers number them), a comma list of
+    specific seeds (`3,7`; one seed alone: `3,`), or a range A-B, inclusive (`5-9` adds five seeds to a sweep of
+    5). Counts and ranges stay ranges, so that a typo of 10**9 is refused by the sweep's cap, not by memory."""
+    text = text.strip()
+    try:
+        if "," in text:
+            seeds: Sequence[int] = [int(item) for item in text.split(",") if item.strip()]
+        elif "-" in text.lstrip("-"):
+            low, high = (int(part) for part in text.split("-", 1))
+            seeds = range(low, high + 1)
+        else:
+            seeds = range(int(text))
+    except ValueError:
+        raise UsageError(f"bad --seeds {text!r}: {SEEDS_HELP}") from None
+    if not seeds:
+        raise UsageError(f"bad --seeds {text!r}: it names no seed; {SEEDS_HELP}")
+    if isinstance(seeds, list) and len(set(seeds)) != len(seeds):
+        raise UsageError(f"bad --seeds {text!r}: a seed is named twice")
+    return seeds
+
+
+def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int | Sequence[int], assignments: list[str] = (),
            steps: int | None = None, baseline: bool = True) -> list[RunConfig]:
-    """envs x patterns (+ dense unless baseline is False) x seeds 0..seeds-1 x every `--set` list, in a stable order.
+    """envs x patterns (+ dense unless baseline is False) x seeds (a count N: 0..N-1; or the seeds themselves) x
+    every `--set` list, in a stable order.
 
     Every input is validated before any config is returned, so a caller can write all of them or none.
     """
-    if seeds <= 0:
-        raise UsageError(f"bad --seeds {seeds}: give the number of seeds, at least 1 (seeds 0..N-1 are run)")
+    if isinstance(seeds, int):
+        seeds = range(seeds)
+    if not seeds:
+        raise UsageError(f"bad --seeds: it names no seed; {SEEDS_HELP}")
     env_ids = list(dict.fromkeys(resolve_env_id(env) for env in envs))
     pats = list(dict.fromkeys(Pattern.parse(p) for p in patterns))
     if baseline and Pattern.dense() not in pats:
         pats.insert(0, Pattern.dense())
     swept = _with_steps(parse_assignments(list(assignments)), steps)
-    count = len(env_ids) * len(pats) * seeds * math.prod(len(values) for values in swept.values())
+    count = len(env_ids) * len(pats) * len(seeds) * math.prod(len(values) for values in swept.values())
     if count > MAX_RUNS:
         raise UsageError(f"this sweep expands to {count:,} runs, more than the {MAX_RUNS:,} one queue may add: "
                          "fewer seeds or shorter --set lists")
     keys = list(swept)
     configs = []
     for env, pattern, combo, seed in itertools.product(env_ids, pats, itertools.product(*swept.values()),
-                                                       range(seeds)):
+                                                       seeds):
         configs.append(canonical(RunConfig(env=env, pattern=pattern, seed=seed, **dict(zip(keys, combo)))))
     return list(dict.fromkeys(configs))
 
