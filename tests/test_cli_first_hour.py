@@ -167,7 +167,7 @@ def test_queue_help_shows_dry_run_as_a_flag(monkeypatch, capsys):
 # -- 4: usage errors of the CLI framework in the tool's voice ---------------------------------------------------
 
 USAGE_ERRORS = {
-    "--seeds x": ([*QUEUE[:-2], "--seeds", "x"], ["--seeds", "count", "seeds 0..4"]),
+    "--seeds x": ([*QUEUE[:5], "--seeds", "x"], ["--seeds", "count", "seeds 0..4", "a range (5-9)"]),
     "--set without a value": ([*QUEUE, "--set"], ["--set", "key=value"]),
     "--set without =": ([*QUEUE, "--set", "lr"], ["bad --set 'lr'", "key=value"]),
     "missing --patterns": (["queue", "--envs", "Hopper"], ["--patterns", "`rnm queue -h`"]),
