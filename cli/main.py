@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from rnmtd3.errors import DatabaseError, RnmError, UsageError
 
-from . import queue_cmds, report_cmd, train_cmd, workers_cmd
+from . import eval_cmd, queue_cmds, report_cmd, train_cmd, workers_cmd
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import ClickException
@@ -27,7 +27,8 @@ app = typer.Typer(
 )
 COMMANDS = {
     "queue": queue_cmds.queue, "run-workers": workers_cmd.run_workers, "status": queue_cmds.status,
-    "report": report_cmd.report, "train": train_cmd.train, "keys": train_cmd.keys, "retry": queue_cmds.retry,
+    "report": report_cmd.report, "train": train_cmd.train, "eval": eval_cmd.eval_run, "keys": train_cmd.keys,
+    "retry": queue_cmds.retry,
     "cancel": queue_cmds.cancel, "export": queue_cmds.export,
 }
 """In the order of a sweep's workflow, which is the order `rnm --help` lists them in."""
