@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +18,6 @@ from rnmtd3.sweep import make_config, single_values
 from .common import warn_no_training
 
 console = Console(stderr=True)
-INTERRUPTED = 130
-"""The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it), so that a script can tell a
-stopped run from a finished one."""
 
 
 def train(
@@ -63,10 +61,14 @@ def train(
         progress.start()  # first shown once training runs, so a refused device or folder prints one line only
         progress.update(task, completed=step, rate=rate)
 
+    # A stopped run exits 128 + the signal that stopped it, as shells report it (130 for Ctrl-C, 143 for a batch
+    # scheduler's SIGTERM), so that a script can tell a stopped run from a finished one.
+    stopped_by = {"signal": signal.SIGINT}
     try:
         result = train_foreground(config, out, threads=threads, on_progress=on_progress,
                                   on_eval=lambda step, ret: progress.update(task, ret=f"{ret:.1f}"),
-                                  on_note=lambda note: console.print(f"note: {note}", soft_wrap=True))
+                                  on_note=lambda note: console.print(f"note: {note}", soft_wrap=True),
+                                  on_stop=lambda signum: stopped_by.update(signal=signum))
     except KeyboardInterrupt:  # a second Ctrl-C, before the checkpoint that the first one asked for
         result = None
     finally:
@@ -74,12 +76,12 @@ def train(
             progress.stop()
     if result is None:
         console.print("interrupted before a checkpoint: run again to resume from the last one", soft_wrap=True)
-        raise typer.Exit(INTERRUPTED)
+        raise typer.Exit(128 + stopped_by["signal"])
     state = "finished" if result.finished else f"stopped at step {result.steps_done:,} (run again to resume)"
     console.print(f"{state}; last evaluation return {result.last_return:.2f}; files in {out.absolute()}",
                   soft_wrap=True)
     if not result.finished:
-        raise typer.Exit(INTERRUPTED)
+        raise typer.Exit(128 + stopped_by["signal"])
 
 
 def keys() -> None:

@@ -174,8 +174,9 @@ def test_a_grown_replay_buffer_keeps_its_transitions_oldest_first():
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------------
 
-def interrupt(out: Path, presses: int) -> tuple[int, str]:
-    """`rnm train` into `out`, stopped by `presses` Ctrl-C once it has evaluated at step 200: (exit code, stderr)."""
+def interrupt(out: Path, presses: int, sig: int = signal.SIGINT) -> tuple[int, str]:
+    """`rnm train` into `out`, stopped by `presses` Ctrl-C (or `sig`) once it has evaluated at step 200: (exit code,
+    stderr)."""
     err_path = out.with_name(f"{out.name}.err")
     with err_path.open("w") as err_file:
         proc = subprocess.Popen([str(RNM), *map(str, train_args(out, LONG))], cwd=out.parent, env=cli_env(),
@@ -184,7 +185,7 @@ def interrupt(out: Path, presses: int) -> tuple[int, str]:
             wait_for(lambda: (out / "evals.csv").exists() and len(curve(out)) >= 3, timeout=60,
                      what="evaluations at steps 0, 100, 200")
             for _ in range(presses):
-                os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole foreground group
+                os.killpg(proc.pid, sig)  # what a terminal does on Ctrl-C: the whole foreground group
                 time.sleep(0.05)
             code = proc.wait(timeout=60)
         finally:
@@ -201,6 +202,15 @@ def test_ctrl_c_exits_130_and_the_run_resumes_exactly(straight, tmp_path, monkey
     code, _, err = rnm_here(train_args(out, LONG), monkeypatch, capsys)
     assert code == 0 and "finished" in err, err
     assert curve(out) == straight
+
+
+def test_sigterm_from_a_batch_scheduler_exits_143_and_the_run_resumes_exactly(straight, tmp_path, monkeypatch,
+                                                                             capsys):
+    out = tmp_path / "run"
+    code, err = interrupt(out, presses=1, sig=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM and "stopped at step" in err, err
+    code, _, err = rnm_here(train_args(out, LONG), monkeypatch, capsys)
+    assert code == 0 and curve(out) == straight
 
 
 def test_a_second_ctrl_c_before_the_checkpoint_also_exits_130_in_one_line(tmp_path):

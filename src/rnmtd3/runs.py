@@ -18,9 +18,11 @@ from .trainer import TrainResult, require_device, train
 def train_foreground(config: RunConfig, out: Path, threads: int = 1,
                      on_progress: Callable[[int, float], None] | None = None,
                      on_eval: Callable[[int, float], None] | None = None,
-                     on_note: Callable[[str], None] | None = None) -> TrainResult:
+                     on_note: Callable[[str], None] | None = None,
+                     on_stop: Callable[[int], None] | None = None) -> TrainResult:
     """Train in this process into `out`, which is created only once the device and folder are known to work;
-    SIGINT/SIGTERM ask for a checkpoint at the next episode boundary, then return."""
+    SIGINT/SIGTERM ask for a checkpoint at the next episode boundary, then return; `on_stop` hears which signal
+    asked, so that a caller can exit as a shell expects of that signal."""
     require_device(config.device)
     run_dir = prepare_out_dir(out)
     torch.set_num_threads(threads)
@@ -30,6 +32,8 @@ def train_foreground(config: RunConfig, out: Path, threads: int = 1,
         if stop["asked"]:
             raise KeyboardInterrupt
         stop["asked"] = True
+        if on_stop is not None:
+            on_stop(signum)
 
     sink = FileSink(run_dir, on_progress=on_progress, on_eval=on_eval, should_stop=lambda: stop["asked"],
                     on_note=on_note)
