@@ -29,11 +29,16 @@ OBS, ACT = 11, 3
 BATCH = 4
 
 
-def ramp_checkpoint(folder, pattern="2:4", zero_one_kept=False, **changes):
-    """A checkpoint.pt of hidden 8x8 networks with weights falling along each row (module docstring); policy_delay 2.
-    `zero_one_kept` sets one kept weight of the actor's middle layer to exactly 0 (a run with one fewer nonzero)."""
-    config = RunConfig(env="Hopper-v5", pattern=Pattern.parse(pattern), seed=0, hidden=(8, 8), batch_size=BATCH,
-                       policy_delay=2, **changes)
+def ramp_config(pattern="2:4", **changes) -> RunConfig:
+    """Hopper with hidden 8x8 (module docstring), batch_size 4 and policy_delay 2, seed 0, unless `changes` say."""
+    keys = {"seed": 0, "hidden": (8, 8), "batch_size": BATCH, "policy_delay": 2} | changes
+    return RunConfig(env="Hopper-v5", pattern=Pattern.parse(pattern), **keys)
+
+
+def ramp_checkpoint(folder, config, run_id=1, database_id="db", zero_one_kept=False):
+    """A checkpoint.pt of `config`'s networks with weights falling along each row (module docstring), as the worker
+    of run `run_id` of database `database_id` writes it: (its path, `config`). `zero_one_kept` sets one kept weight
+    of the actor's middle layer to exactly 0 (a run with one fewer nonzero)."""
     networks = {}
     for name in NETWORKS:
         module = (Actor(OBS, ACT, config.hidden, -torch.ones(ACT), torch.ones(ACT)) if "actor" in name
@@ -48,22 +53,24 @@ def ramp_checkpoint(folder, pattern="2:4", zero_one_kept=False, **changes):
                 module.net[2].weight[0, 0] = 0.0
         networks[name] = module.state_dict()
     folder.mkdir(parents=True, exist_ok=True)
-    return ckpt.save_public(folder, networks, config, 7, ckpt.owner_of(config)), config
+    return ckpt.save_public(folder, networks, config, 7, ckpt.owner_of(config, database_id, run_id)), config
 
 
-def runs_of(*checkpoints):
-    """A registry-like runs frame: one run per (path or None, config)."""
-    return pd.DataFrame({
+def runs_of(*checkpoints, database_id=None):
+    """A registry-like runs frame: run i + 1 per (path or None, config) i, of database `database_id` where given."""
+    runs = pd.DataFrame({
         "run_id": range(1, len(checkpoints) + 1), "env": "Hopper-v5",
         "pattern": [str(config.pattern) for _, config in checkpoints],
         "config": [config.to_json() for _, config in checkpoints],
+        "config_hash": [config.hash for _, config in checkpoints],
         "checkpoint": [None if path is None else str(path) for path, _ in checkpoints],
     })
+    return runs if database_id is None else runs.assign(database_id=database_id)
 
 
 def costs_of(tmp_path, pattern="2:4", **changes) -> pd.Series:
-    row = run_costs(runs_of(ramp_checkpoint(tmp_path / "run", pattern, **changes))).iloc[0]
-    assert row["checkpoint_found"]
+    row = run_costs(runs_of(ramp_checkpoint(tmp_path / "run", ramp_config(pattern, **changes)))).iloc[0]
+    assert row["checkpoint_found"] and pd.isna(row["checkpoint_problem"])
     return row
 
 
@@ -71,7 +78,8 @@ def test_nonzero_counts_equal_a_direct_count_from_a_trained_checkpoint(tmp_path)
     agent = make_agent("2:4", hidden=(8, 8), batch_size=8)
     for batch, noise in batches(agent, 4):
         agent.update(batch, noise)
-    path = ckpt.save_public(tmp_path, agent.forward_state_dicts(), agent.config, 4, ckpt.owner_of(agent.config))
+    path = ckpt.save_public(tmp_path, agent.forward_state_dicts(), agent.config, 4,
+                            ckpt.owner_of(agent.config, "db", 1))
     row = run_costs(runs_of((path, agent.config))).iloc[0]
 
     saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -160,28 +168,85 @@ def test_dense_run_costs_what_it_would_dense(tmp_path):
     assert row["actor_density"] == row["critic_density"] == 1.0
 
 
+def tampered(path, folder, **entries):
+    """A copy of the checkpoint.pt at `path` in `folder`, with `entries` in place of its own (None: without it)."""
+    data = torch.load(path, weights_only=True)
+    for key, value in entries.items():
+        data.pop(key) if value is None else data.update({key: value})
+    folder.mkdir(parents=True)
+    torch.save(data, folder / ckpt.CHECKPOINT)
+    return folder / ckpt.CHECKPOINT
+
+
 def test_missing_or_unreadable_checkpoints_give_missing_figures(tmp_path, monkeypatch):
-    path, config = ramp_checkpoint(tmp_path / "run")
+    path, config = ramp_checkpoint(tmp_path / "run", ramp_config())
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
     monkeypatch.chdir(tmp_path)
-    runs = runs_of((path, config), (None, config), (tmp_path / "gone" / ckpt.CHECKPOINT, config), (corrupt, config),
-                   (tmp_path, config), ("run/checkpoint.pt", config))
+    runs = runs_of(("run/checkpoint.pt", config), (None, config), (tmp_path / "gone" / ckpt.CHECKPOINT, config),
+                   (corrupt, config), (tmp_path, config), (listed, config),
+                   (tampered(path, tmp_path / "no-actor", actor=None), config)).assign(run_id=1)
     costs = run_costs(runs)
-    assert costs["checkpoint_found"].tolist() == [True, False, False, False, False, True]
-    assert costs.loc[1:4, FIGURES].isna().all().all()
-    assert costs.loc[5, "action_macs_sparse"] == 92  # a relative path, from the current folder
-    assert run_costs(runs.iloc[5:], root=tmp_path / "gone")["checkpoint_found"].tolist() == [False]
+    assert costs["checkpoint_found"].tolist() == [True] + [False] * 6
+    assert costs["checkpoint_problem"].tolist() == [pd.NA] + ["missing"] * 2 + ["unreadable"] * 4
+    assert costs.loc[1:, FIGURES].isna().all().all()
+    assert costs.loc[0, "action_macs_sparse"] == 92  # a relative path, from the current folder
+    missing = run_costs(runs.iloc[:1], root=tmp_path / "gone")
+    assert missing["checkpoint_found"].tolist() == [False] and missing["checkpoint_problem"].tolist() == ["missing"]
     assert costs["run_id"].tolist() == runs["run_id"].tolist()
+
+
+def test_another_runs_checkpoint_does_not_count(tmp_path):
+    """A run's checkpoint column can name another run's file (a copied path, a reused folder): run 3 names the dense
+    run 2's, run 4 names run 1's (the same layout, another seed), run 5's file is run 5 of another database, run 6's
+    is of another shape, run 7's a foreground run's. Counted, their figures would fill the 2:4 cell under its
+    name; none counts, each with its reason, and the cell averages run 1 alone."""
+    seeds = {k: ramp_config(seed=k) for k in (1, 3, 4, 5, 6, 7)}
+    own, _ = ramp_checkpoint(tmp_path / "1", seeds[1])
+    dense = ramp_checkpoint(tmp_path / "2", ramp_config("dense"), run_id=2)
+    other_database, _ = ramp_checkpoint(tmp_path / "5", seeds[5], run_id=5, database_id="other")
+    wider, _ = ramp_checkpoint(tmp_path / "6", ramp_config(seed=6, hidden=(16, 16)), run_id=6)
+    foreground = tampered(own, tmp_path / "7", config=seeds[7].to_dict(), owner=ckpt.owner_of(seeds[7]))
+    runs = runs_of((own, seeds[1]), dense, (dense[0], seeds[3]), (own, seeds[4]), (other_database, seeds[5]),
+                   (wider, seeds[6]), (foreground, seeds[7]), database_id="db")
+    costs = run_costs(runs)
+    assert costs["checkpoint_found"].tolist() == [True, True, False, False, False, False, False]
+    assert costs["checkpoint_problem"].tolist() == [pd.NA, pd.NA] + ["another run's"] * 5
+    assert costs.loc[2:, FIGURES].isna().all().all()
+    cells = cost_cells(costs, run_variants(runs)).set_index("label")
+    assert cells.loc["2:4 (50%)", ["n_runs", "n_checkpoints"]].tolist() == [6, 1]
+    assert cells.loc["2:4 (50%)", "actor_nonzeros"] == 92
+    # Where the frame does not name its database, run 5's file is its own by run id and config
+    unnamed = run_costs(runs.drop(columns="database_id"))
+    assert unnamed["checkpoint_found"].tolist() == [True, True, False, False, True, False, False]
+
+
+def test_a_checkpoint_whose_config_is_not_the_runs_does_not_count(tmp_path):
+    """The figures come from the checkpoint's own config, so one tampered there (a batch_size of -5 would give
+    negative MACs, a policy_delay of 0 a division by zero) or of another run's hash is not counted, never raised;
+    nor are tensors of another width than the config's, however well the rest of the file reads."""
+    path, config = ramp_checkpoint(tmp_path / "run", ramp_config())
+    saved = config.to_dict()
+    configs = {"negative": saved | {"batch_size": -5}, "zero": saved | {"policy_delay": 0},
+               "another": saved | {"batch_size": 2}, "unknown": saved | {"batch": 4}, "text": "batch_size=4",
+               "gone": None}
+    files = [tampered(path, tmp_path / name, config=value) for name, value in configs.items()]
+    wider, _ = ramp_checkpoint(tmp_path / "wide", ramp_config(hidden=(16, 16)))
+    files.append(tampered(wider, tmp_path / "wide-tampered", config=saved, owner=ckpt.owner_of(config, "db", 1)))
+    costs = run_costs(runs_of(*((file, config) for file in files)).assign(run_id=1))
+    assert costs["checkpoint_problem"].tolist() == ["invalid config"] * 6 + ["unreadable"]
+    assert not costs["checkpoint_found"].any() and costs[FIGURES].isna().all().all()
 
 
 def test_cost_cells_average_counts_and_take_ratios_of_the_means(tmp_path):
     """Two 2:4 seeds (one with a nonzero fewer) and a missing one: the cell averages the counts of the two found
     and divides the means (176 / 91.5), not the mean of each run's ratio."""
-    full = ramp_checkpoint(tmp_path / "a")
-    fewer = ramp_checkpoint(tmp_path / "b", zero_one_kept=True)
-    dense = ramp_checkpoint(tmp_path / "d", "dense")
-    runs = runs_of(full, fewer, (None, full[1]), dense)
+    full = ramp_checkpoint(tmp_path / "a", ramp_config(seed=0))
+    fewer = ramp_checkpoint(tmp_path / "b", ramp_config(seed=1), run_id=2, zero_one_kept=True)
+    dense = ramp_checkpoint(tmp_path / "d", ramp_config("dense"), run_id=4)
+    runs = runs_of(full, fewer, (None, ramp_config(seed=2)), dense)
     cells = cost_cells(run_costs(runs), run_variants(runs))
     assert cells["label"].tolist() == ["dense", "2:4 (50%)"]
     sparse = cells.iloc[1]

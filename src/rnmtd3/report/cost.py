@@ -44,7 +44,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import json_defaults
+from ..config import RunConfig
 from ..errors import RnmError
 from ..patterns import Pattern
 from ..variants import Variant, variant_order
@@ -61,8 +61,13 @@ RATIOS = {"action_speedup": ("action_macs_dense", "action_macs_sparse"),
 FIGURES = ["actor_weights", "actor_nonzeros", "actor_density", "critic_weights", "critic_nonzeros", "critic_density",
            "action_macs_dense", "action_macs_sparse", "action_speedup", "update_macs_dense", "update_macs_sparse",
            "update_speedup", "actor_bytes_dense", "actor_bytes_compressed", "actor_compression"]
-UNREADABLE = (RnmError, OSError, LookupError, TypeError, ValueError, AttributeError)
-"""What a missing file, a corrupt one (checkpoint.load's RnmError) or one of another layout raises."""
+LAYOUT_ERRORS = (LookupError, TypeError, ValueError, AttributeError, RuntimeError)
+"""What the figures of a loaded checkpoint raise where its tensors are not the six networks of its config."""
+MISSING, UNREADABLE, FOREIGN, INVALID_CONFIG = "missing", "unreadable", "another run's", "invalid config"
+PROBLEMS = (MISSING, UNREADABLE, FOREIGN, INVALID_CONFIG)
+"""Why a run's checkpoint does not count (run_costs' checkpoint_problem): no file named or none there; a file that
+cannot be read as a checkpoint of six networks; one written by another run (run id, config hash or database); one
+whose config is not a valid config of the run's hash."""
 
 
 @dataclass(frozen=True)
@@ -166,15 +171,14 @@ def density(layers: Sequence[LayerCost]) -> float:
     return sum(layer.nonzeros for layer in counted) / sum(layer.weights for layer in counted)
 
 
-def checkpoint_costs(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Every figure of one loaded checkpoint.pt (FIGURES, and checkpoint_step), from its own config: the run whose
-    tensors they are. Keys a checkpoint predates take their defaults, as the run did."""
-    config = json_defaults() | dict(data["config"])
-    pattern = Pattern.parse(config["pattern"])
-    nets = {name: network_costs(data[name], pattern, bool(config["sparse_io"])) for name in
+def checkpoint_costs(data: Mapping[str, Any], config: RunConfig) -> dict[str, Any]:
+    """Every figure of one loaded checkpoint.pt (FIGURES, and checkpoint_step), of the run `config` whose tensors
+    they are (its batch_size and policy_delay scale an update); ValueError where the tensors are not its networks."""
+    nets = {name: network_costs(data[name], config.pattern, config.sparse_io) for name in
             ("actor", "critic1", "critic2", "actor_target", "critic1_target", "critic2_target")}
+    check_layout(nets, config)
     actor, critic = nets["actor"], nets["critic1"]
-    dense_grads = config["grad_mode"] != "masked"
+    dense_grads = config.grad_mode != "masked"
     figures: dict[str, Any] = {
         "checkpoint_step": int(data["step"]),
         "actor_weights": sum(layer.weights for layer in actor),
@@ -186,12 +190,24 @@ def checkpoint_costs(data: Mapping[str, Any]) -> dict[str, Any]:
         "action_macs_dense": forward_macs(actor, sparse=False),
         "action_macs_sparse": forward_macs(actor, sparse=True),
         "actor_bytes_dense": dense_bytes(actor),
-        "actor_bytes_compressed": compressed_bytes(actor, pattern),
+        "actor_bytes_compressed": compressed_bytes(actor, config.pattern),
     }
     for kind, sparse in (("dense", False), ("sparse", True)):
-        figures[f"update_macs_{kind}"] = update_macs(nets, int(config["batch_size"]), int(config["policy_delay"]),
-                                                     sparse, dense_grads)
+        figures[f"update_macs_{kind}"] = update_macs(nets, config.batch_size, config.policy_delay, sparse, dense_grads)
     return figures | ratios(figures)
+
+
+def check_layout(nets: Mapping[str, Sequence[LayerCost]], config: RunConfig) -> None:
+    """ValueError unless the six networks are an actor and critics of `config`'s hidden widths for one pair of
+    observation and action sizes (the actor's own), targets shaped as their networks: tensors of another shape
+    (tampered, or of another layout) would give another network's counts under this run's name."""
+    obs, act = nets["actor"][0].in_features, nets["actor"][-1].out_features
+    widths = {"actor": (obs, *config.hidden, act), "critic": (obs + act, *config.hidden, 1)}
+    for name, layers in nets.items():
+        sizes = widths["actor" if "actor" in name else "critic"]
+        expected = [(out, into, out) for into, out in zip(sizes, sizes[1:])]
+        if [(layer.out_features, layer.in_features, layer.biases) for layer in layers] != expected:
+            raise ValueError(f"{name} is not a network of hidden={config.hidden}")
 
 
 def ratios(counts: Mapping[str, Any]) -> dict[str, float]:
@@ -210,24 +226,64 @@ def checkpoint_path(value: Any, root: Path | None = None) -> Path | None:
 
 
 def run_costs(runs: pd.DataFrame, root: Path | None = None) -> pd.DataFrame:
-    """One row per run of `runs` (the registry's runs frame: run_id, env, pattern, checkpoint), in its order: run_id,
-    env, pattern, checkpoint_found, checkpoint_step and FIGURES. A run whose checkpoint is missing, unreadable or not
-    of this layout has checkpoint_found false and missing figures, never an error: the report still renders."""
-    from ..checkpoint import load  # torch, only when a cost table is asked for
-
+    """One row per run of `runs` (the registry's runs frame: run_id, env, pattern, config_hash, checkpoint, and
+    database_id where the caller knows it), in its order: run_id, env, pattern, checkpoint_found,
+    checkpoint_problem (PROBLEMS, <NA> where found), checkpoint_step and FIGURES. A checkpoint counts only where it is
+    the run's own (own_checkpoint); else checkpoint_found is false and the figures missing, never an error: the
+    report still renders."""
+    databases = runs["database_id"] if "database_id" in runs else [None] * len(runs)
     rows = []
-    for value in runs["checkpoint"]:
-        path = checkpoint_path(value, root)
-        try:
-            figures = checkpoint_costs(load(path)) if path else None
-        except UNREADABLE:
-            figures = None
-        rows.append({"checkpoint_found": True, **figures} if figures else {})
-    figures = pd.DataFrame(rows, index=runs.index, columns=["checkpoint_found", "checkpoint_step", *FIGURES])
+    for run_id, config_hash, database_id, value in zip(runs["run_id"], runs["config_hash"], databases,
+                                                       runs["checkpoint"]):
+        found = own_checkpoint(checkpoint_path(value, root), owner_of_run(run_id, config_hash, database_id))
+        rows.append({"checkpoint_problem": found} if isinstance(found, str) else {"checkpoint_found": True, **found})
+    columns = ["checkpoint_found", "checkpoint_problem", "checkpoint_step", *FIGURES]
+    figures = pd.DataFrame(rows, index=runs.index, columns=columns)
     figures["checkpoint_found"] = figures["checkpoint_found"].eq(True)
+    figures = figures.astype({"checkpoint_problem": "string"})
     figures = figures.astype({column: "Int64" for column in ("checkpoint_step", *COUNTS)})
     figures = figures.astype({column: float for column in FIGURES if column not in COUNTS})
     return pd.concat([runs[["run_id", "env", "pattern"]], figures], axis=1).reset_index(drop=True)
+
+
+def owner_of_run(run_id: Any, config_hash: Any, database_id: Any = None) -> dict[str, Any]:
+    """The owner (checkpoint.owner_of) that a registry run's worker stamps on its files; the database only where
+    it is known."""
+    owner = {"run": int(run_id), "config": config_hash}
+    return owner if database_id is None else owner | {"database": database_id}
+
+
+def own_checkpoint(path: Path | None, owner: Mapping[str, Any]) -> dict[str, Any] | str:
+    """The figures of the checkpoint.pt at `path` where it is the run's own: written for `owner` (its run id, config
+    hash and, where given, database), its config a valid RunConfig of that hash, its tensors that config's networks;
+    else the PROBLEMS reason it does not count. Another run's file (a copied path, a reused folder) would put its
+    figures in this run's cell, and a tampered config would scale them at will."""
+    from ..checkpoint import load  # torch, only when a cost table is asked for
+
+    if path is None:
+        return MISSING
+    try:
+        data = load(path)
+    except FileNotFoundError:
+        return MISSING
+    except (RnmError, OSError):
+        return UNREADABLE
+    if not isinstance(data, dict):
+        return UNREADABLE
+    theirs = data.get("owner")
+    if not isinstance(theirs, dict) or any(type(theirs.get(key)) is not type(value) or theirs.get(key) != value
+                                           for key, value in owner.items()):
+        return FOREIGN
+    try:
+        config = RunConfig.from_dict(data["config"])
+    except Exception:  # noqa: BLE001 - whatever a tampered config raises, it is not the run's
+        return INVALID_CONFIG
+    if config.hash != owner["config"]:
+        return INVALID_CONFIG
+    try:
+        return checkpoint_costs(data, config)
+    except LAYOUT_ERRORS:
+        return UNREADABLE
 
 
 def cost_cells(costs: pd.DataFrame, variants: Sequence[Variant]) -> pd.DataFrame:
