@@ -5,6 +5,10 @@ SQLite runs in WAL mode with a busy timeout, and every transaction begins with B
 queue on the lock instead of failing mid-transaction with "database is locked" (litequeue's recipe). Those pragmas
 write to the file, so a SQLite file is judged through a read-only connection first: a file that rnm refuses
 (another application's, a newer schema) is never written, not even its journal mode.
+
+A command that only reads opens the database `read_only`: through that same kind of connection on SQLite (nothing
+is written to the file or its folder, so an archive on a read-only disk reads too), in read-only transactions on
+PostgreSQL. Neither is ever migrated; an older SQLite database is read through an upgraded copy in memory.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, NullPool, create_engine, event, inspect
+from sqlalchemy import Engine, NullPool, StaticPool, create_engine, event, inspect
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
@@ -127,15 +131,19 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def make_engine(url: str) -> Engine:
-    """The one way rnm makes an engine: SQLite's pragmas, and every database error turned into the library's."""
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """The one way rnm makes an engine: SQLite's pragmas, and every database error turned into the library's.
+
+    `read_only` is for a server database (a SQLite file is read through _read_only_engine): every transaction is
+    READ ONLY, so a write fails in the server instead of changing anything."""
     try:
         if make_url(url).get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True,
+                                   execution_options={"postgresql_readonly": True} if read_only else {})
     except (ArgumentError, NoSuchModuleError, ValueError) as error:
         raise UsageError(f"cannot use database {safe_url(url)}: {redact(str(error), url)}") from None
     except ImportError as error:
@@ -190,14 +198,19 @@ def _where(url: str) -> str:
     return str(path) if path is not None else safe_url(url)
 
 
-def open_engine(db: str | os.PathLike | None, create: bool = True) -> Engine:
+def open_engine(db: str | os.PathLike | None, create: bool = True, read_only: bool = False) -> Engine:
     """An engine on a database at the schema head: created when `create` and new, upgraded when older.
 
     A file that is not SQLite, a database whose tables are not rnm's, or one of a newer schema is refused
-    with a DatabaseError and left untouched; so is a SQLite database that rnm could not write.
+    with a DatabaseError and left untouched; so is a SQLite database that rnm could not write. A `read_only` engine
+    writes nothing and is refused nothing for being unwritable (see _open_reader).
     """
+    if read_only and create:
+        raise ValueError("a read-only engine cannot create its database: give create=False")
     url = resolve_url(db)
     path = sqlite_path(url)
+    if read_only:
+        return _open_reader(url, path)
     if path is not None:
         _check_sqlite_file(url, path, create)
     engine = make_engine(url)
@@ -209,6 +222,33 @@ def open_engine(db: str | os.PathLike | None, create: bool = True) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+def _open_reader(url: str, path: Path | None) -> Engine:
+    """A read-only engine on an existing rnm database, refused as open_engine refuses one (foreign, newer).
+
+    An older SQLite database is read through an in-memory copy upgraded to the head (the database's size in memory,
+    for one command): an archive of an older rnm reads without being written. An older server database cannot be
+    copied, so it is refused, naming the fix.
+    """
+    if path is not None:
+        _has_content(path, create=False)  # refuses a missing, empty or foreign file
+    engine = make_engine(url, read_only=True) if path is None else _read_only_engine(url, path)
+    try:
+        current, head = _check_schema(url, engine, create=False)
+        if current != head and path is None:
+            raise DatabaseError(f"{_where(url)} has schema {current}, older than this rnm's {head}, and a command that "
+                                "only reads does not upgrade it; run a command that writes to it (`rnm queue`, `rnm "
+                                "run-workers`) first")
+    except BaseException:
+        engine.dispose()
+        raise
+    if current == head:
+        return engine
+    try:
+        return _upgraded_copy(url, engine)
+    finally:
+        engine.dispose()
 
 
 def _check_schema(url: str, engine: Engine, create: bool) -> tuple[str | None, str]:
@@ -232,31 +272,18 @@ def _check_schema(url: str, engine: Engine, create: bool) -> tuple[str | None, s
 
 def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
     """Refuse, before any engine with pragmas opens it, a file that is not an rnm database or cannot be written."""
-    if not path.exists():
-        if not create:
-            raise UsageError(f"no rnm database at {path}; queue runs first or give --db")
+    if create and not path.exists():
         if not path.parent.is_dir():
             raise UsageError(f"cannot create database {path}: folder {path.parent} does not exist")
         if not os.access(path.parent, os.W_OK):
             raise UsageError(f"cannot create database {path}: folder {path.parent} is not writable")
         return
-    if path.is_dir():
-        raise UsageError(f"--db {path} is a folder, not a database file")
-    if path.stat().st_size:
-        try:
-            with path.open("rb") as handle:
-                head = handle.read(len(SQLITE_MAGIC))
-        except OSError as error:
-            raise DatabaseError(f"cannot read database {path}: {error.strerror}") from None
-        if head != SQLITE_MAGIC:
-            raise DatabaseError(f"{path} is not an rnm database (not a SQLite file); give another --db")
+    if _has_content(path, create):
         reader = _read_only_engine(url, path)
         try:
             _check_schema(url, reader, create)
         finally:
             reader.dispose()
-    elif not create:  # an empty file is a database still to create: leave it be
-        raise UsageError(f"no rnm database at {path} (the file is empty); queue runs first or give --db")
     if not os.access(path, os.W_OK):
         raise DatabaseError(f"database {path} is read-only; make it writable or give --db a writable copy")
     if not os.access(path.parent, os.W_OK):
@@ -264,15 +291,77 @@ def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
                             "files; make the folder writable or give --db a copy in a writable folder")
 
 
-def _read_only_engine(url: str, path: Path) -> Engine:
-    """An engine that reads `path` and writes nothing, beside it either.
+def _has_content(path: Path, create: bool) -> bool:
+    """True for a SQLite file with content, False for an empty file (a database still to create: left be when
+    `create`); a missing file, a folder or another kind of file is refused."""
+    if not path.exists():
+        raise UsageError(f"no rnm database at {path}; queue runs first or give --db")
+    if path.is_dir():
+        raise UsageError(f"--db {path} is a folder, not a database file")
+    if not path.stat().st_size:
+        if not create:
+            raise UsageError(f"no rnm database at {path} (the file is empty); queue runs first or give --db")
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except OSError as error:
+        raise DatabaseError(f"cannot read database {path}: {error.strerror}") from None
+    if head != SQLITE_MAGIC:
+        raise DatabaseError(f"{path} is not an rnm database (not a SQLite file); give another --db")
+    return True
 
-    `mode=ro` alone still creates -wal and -shm files beside a database in WAL mode, so the file is also opened
-    `immutable`, unless a -wal file is there already: another connection may then hold committed pages in it that
-    only a normal read sees (and that connection has made the -shm file too).
+
+def _read_only_engine(url: str, path: Path) -> Engine:
+    """An engine that reads `path` and writes nothing, beside it either (on a read-only disk too).
+
+    `mode=ro` alone still creates -wal and -shm files beside a database in WAL mode (and leaves them), so each
+    connection opens the file `immutable` too, unless a -wal file is there already: another connection may then
+    hold committed pages in it that only a normal read sees (and that connection has made the -shm file too). An
+    immutable read takes no lock, so a writer that starts meanwhile could change pages under it: a transaction that
+    saw the file change is refused at its end (see _check_unchanged) instead of returning what it read.
     """
-    uri = f"{path.as_uri()}?mode=ro" + ("" if Path(f"{path}-wal").exists() else "&immutable=1")
-    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S),
-                           poolclass=NullPool)
+    engine = create_engine(url, creator=partial(_connect_read_only, path), poolclass=NullPool)
+    event.listen(engine, "commit", partial(_check_unchanged, url, path))
     event.listen(engine, "handle_error", partial(_translate_error, url))
     return engine
+
+
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A read-only SQLite connection; `stamp` is the file's state when it was opened immutable, else None."""
+
+    stamp: tuple[int, int, int] | None = None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    immutable = not Path(f"{path}-wal").exists()
+    stamp = _stamp(path)
+    uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, factory=_ReadOnlyConnection)
+    connection.stamp = stamp if immutable else None
+    return connection
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    status = path.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _check_unchanged(url: str, path: Path, conn) -> None:
+    """Refuse what an immutable connection read if the file changed meanwhile (a writer checkpointed into it)."""
+    stamp = conn.connection.dbapi_connection.stamp
+    if stamp is not None and _stamp(path) != stamp:
+        raise TransientDatabaseError(f"database {_where(url)} changed while rnm read it (another rnm wrote to it); "
+                                     "retry")
+
+
+def _upgraded_copy(url: str, reader: Engine) -> Engine:
+    """An in-memory copy of the database `reader` reads, upgraded to the schema head and then made read-only."""
+    memory = sqlite3.connect(":memory:", check_same_thread=False)
+    with reader.begin() as conn:  # its commit checks that the file did not change while it was copied
+        conn.connection.dbapi_connection.backup(memory)
+    copy = create_engine(url, creator=lambda: memory, poolclass=StaticPool)
+    event.listen(copy, "handle_error", partial(_translate_error, url))
+    command.upgrade(alembic_config(copy), "head")
+    memory.execute("PRAGMA query_only = ON")
+    return copy

@@ -1,7 +1,8 @@
 """The registry's public API: each method is one transaction; each state change one conditional statement.
 
 A lost race (another worker claimed first, a lease was taken over) returns False or None; an illegal move (retrying
-a running run, cancelling one that does not exist) raises a UsageError that says what is allowed.
+a running run, cancelling one that does not exist) raises a UsageError that says what is allowed. A registry opened
+`read_only` (for commands that only read) refuses every method that writes, before it reaches the database.
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ class EnqueueResult:
 
 
 class Registry:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, read_only: bool = False):
         self.engine = engine
+        self.read_only = read_only
         self._session = sessionmaker(engine, expire_on_commit=False)
         self.url = safe_url(engine.url.render_as_string(hide_password=False))
         self._database_id: str | None = None
 
     @property
     def database_id(self) -> str:
+        """Settled first (see settle_identity), so a read-only registry has none to give."""
         return self.settle_identity()
 
     def settle_identity(self) -> str:
@@ -102,12 +105,19 @@ class Registry:
         raise NotImplementedError(f"rnm supports SQLite and PostgreSQL, not {self.engine.dialect.name}")
 
     def _tx(self) -> Session:
+        """A transaction that may write: a caller's bug on a read-only registry, which says so loudly."""
+        if self.read_only:
+            raise RuntimeError(f"the registry {self.url} is open read-only, and this call writes to it")
+        return self._session.begin()
+
+    def _read(self) -> Session:
+        """A transaction that only reads (on a writable SQLite registry, it still takes the write lock)."""
         return self._session.begin()
 
     # -- queue ------------------------------------------------------------------------------------
     def enqueue(self, configs: Sequence[RunConfig], max_attempts: int = 3, dry_run: bool = False) -> EnqueueResult:
         """Add the configs not already present, all in one transaction; `dry_run` only reports what would be."""
-        with self._tx() as session:
+        with self._read() if dry_run else self._tx() as session:
             hashes = [c.hash for c in configs]
             present: set[str] = set()
             for start in range(0, len(hashes), 500):
@@ -183,7 +193,7 @@ class Registry:
         """Seconds until the earliest queued run's back-off ends (0 when one is claimable now); None when no run
         is queued. A worker with nothing to claim waits this long instead of leaving runs behind."""
         now = self._now()
-        with self._tx() as session:
+        with self._read() as session:
             wait = session.scalar(select(func.min(func.coalesce(Run.retry_at, now) - now)).where(Run.status == QUEUED))
         return None if wait is None else max(float(wait), 0.0)
 
@@ -434,11 +444,11 @@ class Registry:
         return frame.astype({name: float for name in names})
 
     def now(self) -> float:
-        with self._tx() as session:
+        with self._read() as session:
             return float(session.scalar(select(self._now())))
 
     def _frame(self, stmt) -> pd.DataFrame:
-        with self._tx() as session:
+        with self._read() as session:
             result = session.execute(stmt)
             return pd.DataFrame(result.all(), columns=list(result.keys()))
 
@@ -454,12 +464,15 @@ class Registry:
         self.close()
 
 
-def open_registry(db: str | os.PathLike | None = None, create: bool = True) -> Registry:
+def open_registry(db: str | os.PathLike | None = None, create: bool = True, read_only: bool = False) -> Registry:
     """The registry at `db` (a path or SQLAlchemy URL; default $RNM_DB or ./rnm.db), migrated to the head.
 
-    Its identity is settled at once, so a SQLite file records its inode when it is made, before it can be copied."""
-    registry = Registry(open_engine(db, create=create))
-    registry.settle_identity()
+    Its identity is settled at once, so a SQLite file records its inode when it is made, before it can be copied.
+    `read_only` (with create=False) is for a command that only reads: nothing is written to the database (nor, for
+    SQLite, beside it), not even its identity or a migration, and a read-only file or folder is no obstacle."""
+    registry = Registry(open_engine(db, create=create, read_only=read_only), read_only=read_only)
+    if not read_only:
+        registry.settle_identity()
     return registry
 
 
