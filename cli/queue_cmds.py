@@ -186,8 +186,8 @@ def cancel(
 def export(
     what: str = typer.Argument(..., metavar="runs|evals|stats|tensorboard", help="what to export"),
     fmt: Optional[str] = typer.Option(None, "--format", help="csv or parquet, for runs, evals and stats (default csv)"),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout for csv); for "
-                                            "tensorboard, the folder"),
+    out_text: Optional[str] = typer.Option(None, "--out", help="file to write (default: stdout for csv); for "
+                                           "tensorboard, the folder"),
     db: Optional[str] = DbOption,
 ) -> None:
     """Export runs, evaluation curves or training statistics, as a table or as TensorBoard event files.
@@ -197,9 +197,12 @@ def export(
 
     `tensorboard --out DIR` writes one event file per run with data, in DIR/ENV/VARIANT/seedS_runID, for
     `tensorboard --logdir DIR` (needs `pip install 'rnmtd3[tensorboard]'`). DIR must be new, empty, or a previous
-    export, which is replaced; a folder holding other files is refused."""
+    export, which is replaced; a folder holding other files, or one inside an export, is refused."""
     if what not in ("runs", "evals", "stats", "tensorboard"):
         raise UsageError(f"cannot export {what!r}: choose runs, evals, stats or tensorboard")
+    if out_text == "":  # as a Path it would be the current folder, which nobody asked for
+        raise UsageError("--out '' names no file or folder")
+    out_file = None if out_text is None else Path(out_text)
     if what == "tensorboard":
         if fmt is not None:
             raise UsageError("--format is for runs, evals and stats: tensorboard writes event files")

@@ -5,6 +5,8 @@ one line says how to install it and nothing is written."""
 from __future__ import annotations
 
 import io
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pandas as pd
 import pytest
 
 from rnmtd3.registry import open_registry
+from rnmtd3.tensorboard_export import scalars
 
 from helpers_registry import rnm_here, snapshot, tiny_config
 
@@ -128,3 +131,95 @@ def test_without_tensorboard_one_line_says_how_to_install_it_and_nothing_is_writ
     assert code == 2 and stdout == "" and len(err.splitlines()) == 1, err
     assert "pip install 'rnmtd3[tensorboard]'" in err and "pip install tensorboard" in err
     assert snapshot(tmp_path) == before and not (tmp_path / "tb").exists()
+
+
+def test_long_variant_labels_make_short_readable_folders_that_stay_apart(tmp_path, monkeypatch, capsys):
+    """Nine swept keys of long values make labels of 256 and 131 characters (255 bytes is a folder name's limit);
+    each folder name is cut to 100 characters that begin as the label does and end in a hash of the whole label,
+    which keeps apart two labels that differ only at their end (tau)."""
+    db, out = tmp_path / "rnm.db", tmp_path / "tb"
+    long = dict(lr=0.000312345678901234, gamma=0.981234567890123, tau=0.00512345678901234,
+                expl_noise=0.112345678901234, policy_noise=0.212345678901234, noise_clip=0.512345678901234,
+                drop_fraction=0.312345678901234, mask_end=0.812345678901234, srste_decay=0.000212345678901234)
+    record(db, [tiny_config(seed=0, **long), tiny_config(seed=0, **(long | {"tau": 0.00612345678901234})),
+                tiny_config(seed=0)])
+    code, _, err = rnm_here(["export", "tensorboard", "--out", out, "--db", db], monkeypatch, capsys)
+    assert code == 0 and "3 run(s)" in err, err
+    variants = [Path(folder).parts[1] for folder in read_back(out)]
+    assert len(set(variants)) == 3 and all(len(name) == 100 for name in variants)
+    assert all(name.startswith("2-4_drop_fraction=0.3") for name in variants)
+    assert len({name[:91] for name in variants}) == 2  # two differ only in their hashes
+    assert all(re.fullmatch(r".{91}~[0-9a-f]{8}", name) for name in variants)
+
+
+def test_an_out_too_long_for_the_filesystem_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    db = tmp_path / "rnm.db"
+    record(db, [tiny_config(seed=0)])
+    deep = tmp_path.joinpath(*["d" * 200] * ((4090 - len(str(tmp_path))) // 201))  # the event file would pass 4096
+    before = snapshot(tmp_path)
+    code, stdout, err = rnm_here(["export", "tensorboard", "--out", deep, "--db", db], monkeypatch, capsys)
+    assert code == 2 and stdout == "" and len(err.splitlines()) == 1 and "too deep" in err, err
+    assert snapshot(tmp_path) == before and not (tmp_path / ("d" * 200)).exists()
+
+
+def test_an_out_inside_a_previous_export_or_holding_one_below_its_top_is_refused(tmp_path, monkeypatch, capsys):
+    """A folder of an export (a new one below it, or one of its env folders) would nest a second export in the
+    first, and the env folder's files would be taken for a previous export and deleted; a folder holding an export
+    below its top is no export either. Each is one line, exit 2, and nothing changes."""
+    db, out = tmp_path / "rnm.db", tmp_path / "all" / "tb"
+    record(db, [tiny_config(seed=0)])
+    code, _, err = rnm_here(["export", "tensorboard", "--out", out, "--db", db], monkeypatch, capsys)
+    assert code == 0, err
+    before = snapshot(tmp_path)
+    for inside in (out / "Pendulum-v1", out / "Pendulum-v1" / "new", out / "new"):
+        code, stdout, err = rnm_here(["export", "tensorboard", "--out", inside, "--db", db], monkeypatch, capsys)
+        assert code == 2 and stdout == "" and len(err.splitlines()) == 1, err
+        assert f"lies inside the rnm TensorBoard export {out}" in err
+    code, stdout, err = rnm_here(["export", "tensorboard", "--out", out.parent, "--db", db], monkeypatch, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "not an rnm TensorBoard export" in err, err
+    (out / "rnm-tensorboard.txt").unlink()  # without the marker, a folder of an export is still no export
+    code, stdout, err = rnm_here(["export", "tensorboard", "--out", out / "Pendulum-v1", "--db", db],
+                                 monkeypatch, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "not an rnm TensorBoard export" in err, err
+    assert snapshot(tmp_path) == {k: v for k, v in before.items() if not k.endswith("rnm-tensorboard.txt")}
+    assert not (out / "new").exists() and not (out / "Pendulum-v1" / "new").exists()
+
+
+def test_an_empty_out_a_system_folder_or_an_unreadable_one_is_refused(tmp_path, monkeypatch, capsys):
+    """`--out ''` is no folder (as a path it would be the current one); `/` is refused at its first entry out of an
+    export's layout, not walked; a folder that cannot be listed is one line too."""
+    db = tmp_path / "rnm.db"
+    record(db, [tiny_config(seed=0)])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, stdout, err = rnm_here(["export", "tensorboard", "--out", "", "--db", db], monkeypatch, capsys)
+    assert code == 2 and stdout == "" and err.strip() == "rnm: error: --out '' names no file or folder", err
+    assert not any(work.iterdir())
+    code, stdout, err = rnm_here(["export", "tensorboard", "--out", "/", "--db", db], monkeypatch, capsys)
+    assert code == 2 and stdout == "" and len(err.splitlines()) == 1 and "not an rnm TensorBoard export" in err, err
+
+    locked = tmp_path / "locked"
+    (locked / "inner").mkdir(parents=True)
+    scandir = os.scandir
+
+    def denied(path):
+        if Path(path) == locked / "inner":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    code, stdout, err = rnm_here(["export", "tensorboard", "--out", locked, "--db", db], monkeypatch, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot be read: Permission denied" in err, err
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_registry_without_training_statistics_exports_without_a_warning(tmp_path):
+    """Evaluations but no statistics: the empty statistics frame must not make pandas warn on every export."""
+    with open_registry(tmp_path / "rnm.db") as registry:
+        registry.enqueue([tiny_config(seed=0)])
+        claim = registry.claim()
+        assert registry.record_eval(claim, 0, -1000.0, 10.0, 1.0)
+        points = scalars(registry.evals_frame(), registry.stats_frame())
+    assert points["tag"].tolist() == ["eval/return_mean", "eval/return_std"]
+    assert points.dtypes.to_dict() == {"run_id": np.int64, "step": np.int64, "tag": object, "value": np.float64}
