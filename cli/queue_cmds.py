@@ -16,9 +16,9 @@ from rich.table import Table
 from rnmtd3.config import DB_INT_MAX, parse_value
 from rnmtd3.errors import UsageError
 from rnmtd3.registry import EnqueueResult, database_exists, open_registry
-from rnmtd3.patterns import Pattern
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
+from rnmtd3.folders import check_out_file
 from rnmtd3.sweep import expand, parse_seeds, split_list
 from rnmtd3.variants import config_variants
 from rnmtd3.tensorboard_export import export_tensorboard, require_tensorboard
@@ -51,7 +51,7 @@ def queue(
     if dry_run and not database_exists(db):
         result, url = EnqueueResult(configs, []), None
     else:
-        with open_registry(db, create=not dry_run) as registry:
+        with open_registry(db, create=not dry_run, read_only=dry_run) as registry:
             result, url = registry.enqueue(configs, max_attempts=max_attempts, dry_run=dry_run), registry.url
     _print_queue_summary(result.added, result.existing, dry_run, url)
 
@@ -80,7 +80,7 @@ def status(db: Optional[str] = DbOption) -> None:
     Counts by status for each env and pattern with the latest measured density of its networks (actor/critic
     where they differ), progress, speed and ETA, failed runs with their last error line, runs backing off after a
     passing failure, and runs with notes (why one restarted, for instance)."""
-    registry = open_registry(db, create=False)
+    registry = open_registry(db, create=False, read_only=True)
     summary = summarize(registry.runs_frame(), measured_densities(registry))
     if summary.counts.empty:
         err.print(f"no runs in {registry.url}; queue some with `rnm queue`")
@@ -124,9 +124,9 @@ def status(db: Optional[str] = DbOption) -> None:
 def _density_text(row) -> str:
     """'25%' where actors and critics measure the same, 'actor/critic' ('25/21%') where they differ, each a range
     ('21-25%') where the runs' settings differ; '-' before a first measurement. Whole percents (one decimal below
-    10%) keep it within the header's 7 characters (`rnm export runs` has the exact values); a rare longer text breaks after each '/' and
-    '-', so the column stays 7 wide and leaves the env column room beside a pattern such as
-    `unstructured:0.96875`."""
+    10%) keep it within the header's 7 characters (`rnm export runs` has the exact values); a rare longer text
+    breaks after each '/' and '-', so the column stays 7 wide and leaves the env column room beside a long method
+    label."""
     actor, critic = _range_text(row.actor_min, row.actor_max), _range_text(row.critic_min, row.critic_max)
     text = actor if actor == critic else f"{actor.rstrip('%')}/{critic}"
     return text if len(text) <= len("density") else re.sub(r"([-/])", "\\1\n", text)
@@ -209,7 +209,7 @@ def export(
         if out_file is None:
             raise UsageError("export tensorboard needs --out DIR, the folder to write the event files into")
         require_tensorboard()  # before the database is opened: without tensorboard, nothing is touched
-        with open_registry(db, create=False) as registry:
+        with open_registry(db, create=False, read_only=True) as registry:
             exported = export_tensorboard(registry, out_file)
         if not exported.folders:
             err.print("no run has evaluations or training statistics yet: nothing written")
@@ -223,7 +223,9 @@ def export(
         raise UsageError(f"bad --format {fmt!r}: choose csv or parquet")
     if fmt == "parquet" and out_file is None:
         raise UsageError("--format parquet needs --out FILE")
-    registry = open_registry(db, create=False)
+    if out_file is not None:
+        check_out_file(out_file)
+    registry = open_registry(db, create=False, read_only=True)
     if what == "runs":
         frame = runs_export(registry.runs_frame(), registry.attempts_frame(), measured_densities(registry))
     elif what == "evals":

@@ -13,6 +13,7 @@ from rnmtd3.registry import open_registry
 from rnmtd3.sweep import single_values, split_list
 
 from rnmtd3.errors import UsageError
+from rnmtd3.folders import check_out_dir, check_out_file
 
 from .common import DbOption, err
 
@@ -61,21 +62,27 @@ def report(
     from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
 
     where = single_values(set_)
-    registry = open_registry(db, create=False)
+    wanted = table.value if table else (Table.results.value if format_ is Format.csv else None)
+    if wanted == Table.ablation.value and by is None:
+        raise UsageError("--table ablation needs --by KEY")
+    if out is not None:
+        check_out_file(out)
+    if plots is not None:
+        check_out_dir(plots, "--plots")
+    registry = open_registry(db, create=False, read_only=True)
     try:
         runs, evals, stats = registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
         attempts = registry.attempts_frame()
     finally:
         registry.close()
-    wanted = table.value if table else (Table.results.value if format_ is Format.csv else None)
-    if wanted == Table.ablation.value and by is None:
-        raise UsageError("--table ablation needs --by KEY")
     with err.status("computing the report (bootstrap confidence intervals)"):
         result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
                               patterns=split_list(patterns) if patterns else None,
                               include_partial=include_partial, where=where, by=by, seed=seed, reps=reps,
                               attempts=attempts,
                               costs=wanted in (None, Table.cost.value))
+    if wanted == Table.cost.value and result.costs is None:
+        raise UsageError(next(note for note in result.notes if note.startswith("No cost table")))
     text = render(result, format_.value, wanted)
     if format_ is Format.csv:
         for note in result.notes:

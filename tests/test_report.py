@@ -182,7 +182,7 @@ def test_filters_resolve_short_env_names_and_keep_the_dense_baseline():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(envs=["Walker2d"]), "no runs match --envs Walker2d; the database has: Ant-v5, Hopper-v5"),
     (dict(patterns=["3:4"]), "no runs match --patterns 3:4"),
-    (dict(last_k=0), "--last-k must be at least 1"),
+    (dict(last_k=0), "--last-k must be from 1 to 1,000,000 (got 0)"),
 ])
 def test_a_filter_that_matches_nothing_is_a_usage_error(kwargs, message):
     runs, evals, stats = make_frames(seeds=1)

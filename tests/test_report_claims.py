@@ -5,6 +5,7 @@ separated best, and the caption's wording of an improvement."""
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rliable import metrics as rly_metrics
 from typer.testing import CliRunner
 
 from rnm_cli.main import app
+from rnmtd3.errors import UsageError
 from rnmtd3.registry import open_registry
 from rnmtd3.report import build_report, render
 from rnmtd3.sweep import expand
@@ -194,7 +196,8 @@ def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_pat
             for i in range(3):
                 registry.record_eval(claim, i * 2500, 100.0 + i, 1.0, float(i))
             if claim.config.seed == 0:  # seed 1's checkpoints are not on this machine
-                path, _ = ramp_checkpoint(tmp_path / f"{pattern}-{claim.run_id}", pattern)
+                path, _ = ramp_checkpoint(tmp_path / f"{pattern}-{claim.run_id}", claim.config, claim.run_id,
+                                          registry.database_id)
                 registry.record_checkpoint(claim, 6000, str(path))
             registry.finish(claim, 6000)
     finally:
@@ -207,7 +210,7 @@ def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_pat
     assert table.loc["2:4", "action_speedup"] == pytest.approx(176 / 92)
     assert table.loc["dense", "action_speedup"] == 1.0
     assert table["n_checkpoints"].tolist() == [1, 1] and table["n_runs"].tolist() == [2, 2]
-    assert "The cost table leaves out 2 runs whose checkpoint.pt is not readable" in result.stderr
+    assert "The cost table leaves out 2 runs (2 missing)" in result.stderr
     markdown = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS)]).stdout
     assert "| Hopper-v5 MACs per action |" in markdown and "92 (1.91x)" in markdown
 
@@ -219,3 +222,111 @@ def test_an_interval_from_too_few_runs_is_called_what_it_is():
     assert any(note.startswith("Too few runs for a 95% bootstrap interval (every column)") for note in few.notes)
     enough = build_report(*make_frames(seeds=5), last_k=LAST_K, reps=REPS)
     assert not any(note.startswith("Too few runs") for note in enough.notes)
+
+
+# ---- what a careless or hostile database does not break ------------------------------------------------------
+
+def test_a_list_valued_key_sweep_queues_reports_and_ablates(tmp_path: Path):
+    """hidden=64x64,32x32 is stored as JSON lists: the queue table, the columns and --by hidden all name them."""
+    db = tmp_path / "rnm.db"
+    registry = open_registry(db, create=True)
+    try:
+        registry.enqueue(expand(["Hopper"], ["2:4"], 4, ["hidden=64x64,32x32"], steps=6000))
+        while (claim := registry.claim()) is not None:
+            width = claim.config.hidden[0]
+            for i in range(6):
+                registry.record_eval(claim, i * 1000, 100.0 + width + i + claim.config.seed, 1.0, float(i))
+            registry.finish(claim, 6000)
+    finally:
+        registry.close()
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--by", "hidden", "--format", "csv", "--table",
+                                      "ablation", "--last-k", "3", "--reps", str(REPS)])
+    assert result.exit_code == 0, result.output
+    table = read_csv(result.stdout)
+    assert list(table.drop_duplicates("by_text")["by_text"]) == ["32x32", "64x64"]
+    labels = build_report(*_frames(db), last_k=3, reps=REPS).labels.values()
+    assert set(labels) == {"dense, hidden=32x32", "dense, hidden=64x64", "2:4 (50%), hidden=32x32",
+                           "2:4 (50%), hidden=64x64"}
+
+
+def _frames(db: Path):
+    with open_registry(db, create=False) as registry:
+        return registry.runs_frame(), registry.evals_frame(), registry.stats_frame()
+
+
+def test_unreadable_configs_and_infinite_scores_are_left_out_with_a_note():
+    runs, evals, stats = make_frames(seeds=5)
+    runs.loc[0, "config"] = "{not json"
+    runs.loc[1, "config"] = "null"
+    evals.loc[evals["run_id"] == 3, "return_mean"] = float("inf")
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    assert not report.scores["run_id"].isin([1, 2, 3]).any()
+    assert "Left out 2 runs whose stored config does not read as one" in " ".join(report.notes)
+    assert "Left out 1 run whose final score is not a finite number" in " ".join(report.notes)
+    assert np.isfinite(report.cells["mean"]).all()
+
+
+def test_one_seed_per_env_gives_no_claim_and_no_bold():
+    report = build_report(*make_frames(seeds=1, factors={"dense": 1.0, "1:8": 0.5}), last_k=LAST_K, reps=REPS)
+    caption = render(report, "markdown")
+    assert "Too few runs for any claim of improvement." in caption and "underperform" not in caption
+    assert not report.aggregate["best"].any()
+
+
+def test_a_key_that_differs_only_between_envs_is_noted_and_cannot_be_a_by_key():
+    runs, evals, stats = make_frames(seeds=5)
+    hopper = runs["env"] == "Hopper-v5"
+    runs.loc[hopper, "config"] = [json.dumps(json.loads(c) | {"lr": 1e-3}) for c in runs.loc[hopper, "config"]]
+    report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
+    assert "Settings that differ between envs: lr (Ant-v5: 0.0003; Hopper-v5: 0.001)" in " ".join(report.notes)
+    assert report.labels["2:4"] == "2:4 (50%)"  # each env is one setting: no column split
+    with pytest.raises(UsageError, match="it differs only between envs"):
+        build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, by="lr")
+
+
+def test_an_aggregate_over_fewer_envs_is_noted():
+    runs, evals, stats = make_frames(seeds=5)
+    keep = ~((runs["env"] == "Ant-v5") & (runs["pattern"] == "1:8"))
+    report = build_report(runs[keep], evals, stats, last_k=LAST_K, reps=REPS)
+    assert "not comparable with the others: 1:8 (87.5%) (1 of 2)." in " ".join(report.notes)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(last_k=10**21), "--last-k must be from 1 to 1,000,000"),
+    (dict(seed=-1), "--seed must be from 0"),
+    (dict(reps=10**9), "--reps must be from 100 to 1,000,000"),
+    (dict(by=" "), "--by needs a config key"),
+])
+def test_absurd_numbers_are_usage_errors(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        build_report(*make_frames(seeds=1), **kwargs)
+
+
+@pytest.mark.parametrize("option, target, message", [
+    ("--out", "{db}", "is a database: writing there would destroy it"),
+    ("--out", "{tmp}", "is a folder: give a file name"),
+    ("--out", "{tmp}/no/such/t.md", "the folder"),
+    ("--out", "{tmp}/checkpoint.pt", "would overwrite a run's checkpoint.pt"),
+    ("--plots", "{db}", "exists and is not a folder"),
+])
+def test_an_output_that_would_destroy_or_cannot_be_written_is_refused_before_any_work(tmp_path: Path, option: str,
+                                                                                         target: str, message: str):
+    db = sweep_db(tmp_path)
+    before = db.read_bytes()
+    target = target.format(db=db, tmp=tmp_path)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), option, target, "--reps", str(REPS)])
+    assert message in str(result.exception), result.output
+    assert db.read_bytes() == before and not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_report_writes_nothing_to_its_database(tmp_path: Path):
+    """Reading is read-only: the bytes, the journal mode and the folder stay as they were."""
+    import sqlite3
+
+    db = sweep_db(tmp_path)
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    before, files = db.read_bytes(), sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS), "--last-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == files

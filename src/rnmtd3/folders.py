@@ -41,6 +41,45 @@ def prepare_out_dir(out: Path, option: str = "--out") -> Path:
     return out
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+RUN_FILES = ("checkpoint.pt", "resume.pt")
+
+
+def check_out_file(out: Path, option: str = "--out") -> Path:
+    """A file that a command may write a table into, checked before any work (a report's bootstrap takes
+    minutes): not a folder, in a folder that exists and can be written, and neither a database nor a run's
+    checkpoint, which a mistyped `--out` would destroy."""
+    out = Path(out).expanduser()
+    if not str(out).strip() or out.is_dir():
+        raise UsageError(f"{option} {str(out)!r} is a folder: give a file name")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {out} cannot be written: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"{option} {out} cannot be written (no write permission)")
+    if out.name in RUN_FILES:
+        raise UsageError(f"{option} {out} would overwrite a run's {out.name}: choose another file")
+    if out.is_file():
+        with out.open("rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
+                raise UsageError(f"{option} {out} is a database: writing there would destroy it; choose another file")
+    return out
+
+
+def check_out_dir(out: Path, option: str) -> Path:
+    """A folder that a command will create or write into later, checked now: what prepare_out_dir refuses, without
+    creating anything yet."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{option} {out} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {out} cannot be created or written (no write permission on {parent})")
+    return out
+
+
 def check_folder_run(run_dir: Path, saved_owner: dict[str, Any], saved_config: Any, config: RunConfig,
                      resumable: bool, steps_given: bool = True) -> RunConfig:
     """`rnm train` of `config` into a folder whose files carry `saved_owner` and `saved_config`: the folder run's

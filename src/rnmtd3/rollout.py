@@ -46,7 +46,7 @@ def checkpoint_of(run: str, db: str | None = None) -> Path:
                          "from `rnm train`")
     from .registry import open_registry  # noqa: PLC0415 (a folder needs no database)
 
-    with open_registry(db, create=False) as registry:
+    with open_registry(db, create=False, read_only=True) as registry:
         runs = registry.runs_frame()
     row = runs[runs["run_id"] == int(run)]
     if row.empty:

@@ -48,7 +48,8 @@ def summarize(runs: pd.DataFrame, densities: pd.DataFrame) -> StatusSummary:
     between its runs), so that a sweep shows each setting's own progress and density and two settings never look
     like one; `densities` as measured_densities gives them."""
     if runs.empty:
-        empty = pd.DataFrame(columns=["env", "method", "label", *STATUSES, "steps_done", "steps_total", *DENSITY_RANGES])
+        empty = pd.DataFrame(columns=["env", "method", "label", *STATUSES, "steps_done", "steps_total",
+                                      *DENSITY_RANGES])
         return StatusSummary(empty, 0, 0, 0, 0.0, None,
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "attempts", "error"]),
                              pd.DataFrame(columns=["run_id", "env", "pattern", "seed", "note"]),
@@ -98,8 +99,9 @@ def density_ranges(runs: pd.DataFrame, densities: pd.DataFrame) -> pd.DataFrame:
 
 def run_densities(runs: pd.DataFrame) -> pd.Series:
     """The density each run's config gives its networks (kept weights over all weights of the actor and one
-    critic), computed without training, indexed like `runs` (measured_densities has what training measured). It is not N/M: a row whose length is not a multiple of M ends in a shorter group that
-    keeps up to N (Hopper's 11 inputs keep 2 of 11 at 1:8). NaN for a run this machine cannot judge: its env
+    critic), computed without training, indexed like `runs` (measured_densities has what training measured). It is
+    not N/M: a row whose length is not a multiple of M ends in a shorter group that keeps up to N (Hopper's 11
+    inputs keep 2 of 11 at 1:8). NaN for a run this machine cannot judge: its env
     cannot be built here, or its config comes from another rnm version."""
     return pd.Series([_config_density(text) for text in runs["config"]], index=runs.index, dtype=float)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import SPARSITY_KEYS, RunConfig, stored_config, written
+from .config import SPARSITY_KEYS, RunConfig, config_keys, stored_config, written
 from .methods import Method, method_text
 
 NOT_SETTINGS = frozenset({"env", "pattern", "seed", "mask_rule", "sparse_init"})
@@ -29,7 +29,7 @@ NOT_SETTINGS = frozenset({"env", "pattern", "seed", "mask_rule", "sparse_init"})
 class Variant:
     method: Method
     settings: tuple[tuple[str, Any], ...] = ()
-    """(key, value as stored in the config's JSON), sorted by key."""
+    """(key, value as stored in the config's JSON, lists as tuples), sorted by key."""
 
     def __str__(self) -> str:
         """Canonical text: the method's, then `key=value` per setting: `2:4+rigl mask_interval=1000`."""
@@ -54,18 +54,29 @@ def _value_key(value: Any) -> tuple:
     return (0, float(value), "")
 
 
+KNOWN_KEYS = frozenset(config_keys())
+
+
 def _applies(key: str, method: str) -> bool:
-    """Whether a key can set a run of `method` apart: a dense run ignores SPARSITY_KEYS."""
-    return key not in NOT_SETTINGS and not (Method.parse(method).pattern.is_dense and key in SPARSITY_KEYS)
+    """Whether a key can set a run of `method` apart: one this rnm knows (a key written by a newer rnm, which no
+    run here can have set, names nothing), not part of the method, and not one that a dense run ignores."""
+    return (key in KNOWN_KEYS and key not in NOT_SETTINGS
+            and not (Method.parse(method).pattern.is_dense and key in SPARSITY_KEYS))
+
+
+def _frozen(value: Any) -> Any:
+    """A stored value made hashable: `hidden` is a JSON list, [256, 256] -> (256, 256), which `written` shows as
+    256x256."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
     """The keys with more than one value among the runs of some env and method, sorted. `runs` has env, pattern and
-    config (the stored JSON text), as the registry's runs frame."""
+    config (the stored JSON text), as the registry's runs frame; a config that does not read sets nothing apart."""
     keys: set[str] = set()
     methods = [method_text(c, p) for c, p in zip(runs["config"], runs["pattern"])]
     for (_, method), group in runs.assign(method=methods).groupby(["env", "method"]):
-        configs = [stored_config(text) for text in group["config"]]
+        configs = [config for config in map(stored_config, group["config"]) if config]  # {}: unreadable
         for key in set().union(*configs):
             if _applies(key, method) and len({json.dumps(c.get(key), sort_keys=True) for c in configs}) > 1:
                 keys.add(key)
@@ -78,7 +89,7 @@ def run_variants(runs: pd.DataFrame, keys: Sequence[str] | None = None) -> list[
     variants = []
     for text, pattern in zip(runs["config"], runs["pattern"]):
         config, method = stored_config(text), method_text(text, pattern)
-        settings = tuple((key, config.get(key)) for key in keys if _applies(key, method))
+        settings = tuple((key, _frozen(config.get(key))) for key in keys if _applies(key, method)) if config else ()
         variants.append(Variant(Method.parse(method), settings))
     return variants
 

@@ -29,7 +29,8 @@ def ablation_table(scores: pd.DataFrame, by: str, order: Sequence[str], *, seed:
     """One row per value of `by` x env (and env 'all') x variant without `by` (`order`, the report's order):
     by_value, by_text, env, variant, label, n_runs, normalized (a cell's mean normalized score; the IQM over envs
     on 'all' rows), ci_low and ci_high (on 'all' rows; NaN on env rows). Runs without a value of `by` (dense runs,
-    for a key that a dense run ignores) are the baseline, not a row. Ordered by value (numbers by size), then env, then the report's variant order."""
+    for a key that a dense run ignores) are the baseline, not a row. Ordered by value (numbers by size), then env,
+    then the report's variant order."""
     rows = []
     scored = scores[scores["by_value"].notna() & scores["normalized"].notna()]
     rank = {v: i for i, v in enumerate(order)}

@@ -37,7 +37,7 @@ from ..errors import UsageError
 from ..methods import Method
 from ..patterns import Pattern
 from ..summary import DENSITY_STATS, run_densities
-from ..variants import Variant, run_variants, variant_order, varying_keys
+from ..variants import NOT_SETTINGS, Variant, run_variants, variant_order, varying_keys
 from .intervals import DEFAULT_REPS, improvement_interval, improvement_probability, iqm_interval
 from .ablation import ablation_table
 from .notes import evaluation_count_note, runs_text, status_counts, version_notes
@@ -62,7 +62,9 @@ class Report:
         cannot be judged; density_actor, density_critic: measured in training, NaN where no run recorded it;
         p_improve: P(> dense) on this env alone).
     aggregate: one row per variant (variant, label, pattern, method, sparsity, n_runs, n_partial, n_envs, iqm,
-        ci_low, ci_high, best, p_improve, p_improve_low, p_improve_high; the last three NaN for dense variants).
+        ci_low, ci_high, best, p_improve, p_improve_low, p_improve_high (NaN for dense variants), coarse and
+        p_coarse: whether its runs (and, for P(> dense), its baseline's) are too few for a 95% bootstrap interval of
+        the IQM and of P(> dense), see `coarse`).
     curves: the evaluations of the included runs (with env, variant, label, seed), for learning curves.
     sad: the `sad_*` training statistics of the included runs, likewise.
     variants: the columns' canonical texts in report order; labels maps each to its header.
@@ -102,8 +104,6 @@ def final_scores(runs: pd.DataFrame, evals: pd.DataFrame, last_k: int) -> pd.Dat
     The evaluation at step 0 measures the untrained actor and never counts. Runs without any later evaluation have
     no score and are absent; `n_evals` says how many evaluations were averaged.
     """
-    if last_k < 1:
-        raise UsageError(f"--last-k must be at least 1 (got {last_k})")
     trained = evals[evals["step"] > 0]
     tail = trained.sort_values(["run_id", "step"]).groupby("run_id").tail(last_k)
     per_run = tail.groupby("run_id")["return_mean"].agg(final="mean", n_evals="size").reset_index()
@@ -226,11 +226,13 @@ def aggregate(scores: pd.DataFrame, order: Sequence[str], *, seed: int, reps: in
                      "method": first["method"], "sparsity": Pattern.parse(first["pattern"]).sparsity,
                      "n_runs": len(mine), "n_partial": int((mine["status"] != DONE).sum()), "n_envs": len(per_env),
                      "iqm": iqm, "ci_low": low, "ci_high": high, "p_improve": p_improve[0],
-                     "p_improve_low": p_improve[1], "p_improve_high": p_improve[2]})
+                     "p_improve_low": p_improve[1], "p_improve_high": p_improve[2],
+                     "coarse": coarse([len(x) for x in per_env]),
+                     "p_coarse": coarse([len(a) for pair in pairs for a in pair]) if pairs else True})
     columns = ["variant", "label", "pattern", "method", "sparsity", "n_runs", "n_partial", "n_envs", "iqm",
-               "ci_low", "ci_high", "p_improve", "p_improve_low", "p_improve_high"]
+               "ci_low", "ci_high", "p_improve", "p_improve_low", "p_improve_high", "coarse", "p_coarse"]
     frame = pd.DataFrame(rows, columns=columns)
-    frame["best"] = [len(frame) > 1 and bool((frame["ci_high"].drop(i) < low).all())
+    frame["best"] = [len(frame) > 1 and not frame.at[i, "coarse"] and bool((frame["ci_high"].drop(i) < low).all())
                      for i, low in frame["ci_low"].items()]
     return frame
 
@@ -252,7 +254,7 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
         matches = configs.map(lambda c, k=key: c.get(k) == json_value(value))
         ignored = (runs["pattern"] == DENSE) & (key in SPARSITY_KEYS)
         if not (matches & ~ignored).any():
-            have = sorted({written(c.get(key)) for c in configs})
+            have = sorted({written(c.get(key)) for c in configs[~ignored]})
             raise UsageError(f"no runs match --set {key}={value}; the runs have {key} in {', '.join(have)}")
         runs = runs[matches | ignored]
     if envs:
@@ -271,6 +273,50 @@ def _select(runs: pd.DataFrame, envs: Sequence[str] | None, patterns: Sequence[s
     return runs
 
 
+RANGES = {"last_k": (1, 10**6), "seed": (0, 2**32 - 1), "reps": (100, 10**6)}
+"""Bounds of build_report's numbers: a 95% interval needs 100 resamples, and 10**6 is an hour's bootstrap; numpy
+seeds are 32-bit."""
+
+
+def _check_numbers(**values: int) -> None:
+    for name, value in values.items():
+        low, high = RANGES[name]
+        if not low <= value <= high:
+            raise UsageError(f"--{name.replace('_', '-')} must be from {low:,} to {high:,} (got {value:,})")
+
+
+def _readable(config_text: str) -> bool:
+    """A stored config that names its env, pattern and seed: one that does not (edited by hand, cut short) cannot
+    be given a column."""
+    config = stored_config(config_text)
+    try:
+        return bool(config) and "env" in config and "seed" in config and bool(Pattern.parse(config["pattern"]))
+    except (KeyError, TypeError, UsageError):
+        return False
+
+
+def _env_only_notes(runs: pd.DataFrame) -> list[str]:
+    """A note per key whose value differs between envs but not within one (a longer budget for Ant): each env's
+    cells are one setting, but an aggregate across envs pools them, which a reader should know."""
+    differing = []
+    keys = set(config_keys()) - NOT_SETTINGS - set(varying_keys(runs))
+    configs = runs.assign(parsed=runs["config"].map(stored_config))
+    for key in sorted(keys):
+        per_env = {}
+        for (env, method), group in configs.groupby(["env", "method"]):
+            if Method.parse(method).pattern.is_dense and key in SPARSITY_KEYS:
+                continue
+            per_env.setdefault(env, set()).update(json.dumps(c.get(key)) for c in group["parsed"])
+        if len({value for values in per_env.values() for value in values}) > 1:
+            shown = "; ".join(f"{env}: {', '.join(written(json.loads(v)) for v in sorted(values))}"
+                              for env, values in sorted(per_env.items()))
+            differing.append(f"{key} ({shown})")
+    if not differing:
+        return []
+    return [f"Settings that differ between envs: {'; '.join(differing)}. Each env's cells are one setting; the "
+            "aggregate across envs pools them."]
+
+
 def _check_by(runs: pd.DataFrame, by: str) -> None:
     """`--by KEY` needs a key the runs set, with more than one value among them."""
     if by not in config_keys() or by in ("mask_rule", "sparse_init"):
@@ -281,6 +327,9 @@ def _check_by(runs: pd.DataFrame, by: str) -> None:
     if len(values) < 2:
         raise UsageError(f"nothing to compare --by {by}: every selected run has {by}="
                          f"{written(json.loads(next(iter(values))) if values else None)}")
+    if by not in varying_keys(runs):
+        raise UsageError(f"cannot report --by {by}: it differs only between envs (the runs of each env share one "
+                         "value), so its rows would compare envs, not settings")
 
 
 def _with_variants(runs: pd.DataFrame, by: str | None) -> tuple[pd.DataFrame, dict[str, Variant]]:
@@ -328,13 +377,21 @@ def build_report(
     says which versions made the runs, noted where they differ. `costs` reads every included run's checkpoint for
     the cost table.
     """
-    if reps < 100:
-        raise UsageError(f"--reps must be at least 100 for a 95% interval (got {reps})")
-    selected = _select(runs, envs, patterns, where)
+    _check_numbers(last_k=last_k, seed=seed, reps=reps)
+    if by is not None and not by.strip():
+        raise UsageError("--by needs a config key, such as --by mask_interval")
+    readable = runs["config"].map(_readable).astype(bool) if len(runs) else pd.Series(dtype=bool)
+    if len(runs) and not readable.any():
+        raise UsageError("no run's stored config reads as one (edited by hand or cut short?): `rnm export runs` "
+                         "lists them")
+    selected = _select(runs[readable], envs, patterns, where)
     if by:
         _check_by(selected, by)
     unfinished = selected[selected["status"] != DONE]
     notes = []
+    if not readable.all():
+        notes.append(f"Left out {runs_text(int((~readable).sum()))} whose stored config does not read as one (edited "
+                     "by hand or cut short; `rnm export runs` lists every run).")
     if not include_partial:
         selected = selected[selected["status"] == DONE]
         if selected.empty:
@@ -355,6 +412,13 @@ def build_report(
         partial = scores[scores["status"] != DONE]
         notes.append(f"Includes {runs_text(len(partial))} not finished ({status_counts(partial)}), "
                      "scored on the evaluations they have so far (marked †).")
+    finite = np.isfinite(scores["final"])
+    if not finite.all():
+        notes.append(f"Left out {runs_text(int((~finite).sum()))} whose final score is not a finite number (an "
+                     "infinite return among its last evaluations).")
+        scores = scores[finite].reset_index(drop=True)
+        if scores.empty:
+            raise UsageError("no matching run has a finite final score")
     note = evaluation_count_note(scores, last_k)
     if note:
         notes.append(note)
@@ -373,18 +437,18 @@ def build_report(
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
                      "shown as a dash where missing.")
     notes += _baseline_notes(scores)
-    notes += _coarse_interval_notes(scores)
+    notes += _env_only_notes(selected[selected["run_id"].isin(scores["run_id"])])
     included = scores["run_id"]
     notes += version_notes(attempts, included)
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
-    cost_table = _costs(selected[selected["run_id"].isin(included)], variants) if costs else None
-    if cost_table is not None:
-        cost_table, cost_note = _checked_costs(cost_table)
-        notes += [cost_note] if cost_note else []
+    cost_table, cost_note = _costs(selected[selected["run_id"].isin(included)], variants) if costs else (None, None)
+    notes += [cost_note] if cost_note else []
+    overall = aggregate(scores, order, seed=seed, reps=reps)
+    notes += _coarse_interval_notes(overall) + _fewer_envs_notes(overall, scores["env"].nunique())
     return Report(
         scores=scores,
         cells=cells,
-        aggregate=aggregate(scores, order, seed=seed, reps=reps),
+        aggregate=overall,
         curves=_with_keys(evals[evals["run_id"].isin(included)], scores),
         sad=_with_keys(sad, scores),
         envs=tuple(sorted(scores["env"].unique())),
@@ -412,40 +476,54 @@ def _baseline_notes(scores: pd.DataFrame) -> list[str]:
             f"({settings})."]
 
 
-def _costs(runs: pd.DataFrame, variants: dict[str, Variant]) -> pd.DataFrame:
-    """The cost table of the included runs, read from their checkpoints (torch loads only when it is asked for)."""
+def _costs(runs: pd.DataFrame, variants: dict[str, Variant]) -> tuple[pd.DataFrame | None, str | None]:
+    """The cost table of the included runs, from the checkpoints that are theirs (torch loads only when it is asked
+    for), and a note on the runs it leaves out, by reason; no table where no checkpoint counts."""
     from .cost import cost_cells, run_costs  # noqa: PLC0415
 
-    cells = cost_cells(run_costs(runs), [variants[v] for v in runs["variant"]])
-    return cells.assign(variant=cells["variant"].map(str))
+    per_run = run_costs(runs)
+    problems = per_run["checkpoint_problem"].dropna().value_counts()
+    if problems.sum() == len(per_run):
+        return None, (f"No cost table: no run's own checkpoint.pt is readable here ({_problem_counts(problems)}; "
+                      "`rnm export runs` shows where each run keeps it).")
+    cells = cost_cells(per_run, [variants[v] for v in runs["variant"]])
+    note = None
+    if problems.sum():
+        note = (f"The cost table leaves out {runs_text(int(problems.sum()))} ({_problem_counts(problems)}) and "
+                "averages the others.")
+    return cells.assign(variant=cells["variant"].map(str)), note
 
 
-def _coarse_interval_notes(scores: pd.DataFrame) -> list[str]:
-    """Where a variant has so few runs per env that one extreme resample is at least 2.5% likely (2 runs in each
-    of 2 envs: 1/16), the percentile bootstrap's 95% interval is the whole range that resampling reaches, and a
-    point estimate can sit at its end; a reader must be told that, not left to read it as a 95% interval."""
-    counts = scores.dropna(subset=["normalized"]).groupby(["variant", "env"]).size()
-    coarse = {variant for variant, per_env in counts.groupby(level="variant")
-              if np.prod([float(n) ** -float(n) for n in per_env]) >= 0.025}
-    if not coarse:
+def _problem_counts(problems: pd.Series) -> str:
+    """'2 missing, 1 another run's': why checkpoints were not counted."""
+    return ", ".join(f"{count} {reason}" for reason, count in problems.items())
+
+
+def coarse(per_env_counts: Sequence[int]) -> bool:
+    """Whether a percentile bootstrap over these runs per env is too coarse for a 95% interval: one extreme
+    resample is at least 2.5% likely (2 runs in each of 2 envs: 1/16), so the interval is the whole range that
+    resampling reaches, and a point estimate can sit at its end."""
+    return float(np.prod([float(n) ** -float(n) for n in per_env_counts])) >= 0.025
+
+
+def _coarse_interval_notes(aggregate: pd.DataFrame) -> list[str]:
+    """A reader must be told where an interval is not a 95% interval, and why no claim or bold rests on it."""
+    rows = aggregate[aggregate["coarse"] | (aggregate["p_coarse"] & aggregate["p_improve"].notna())]
+    if rows.empty:
         return []
-    labels = list(dict.fromkeys(scores.loc[scores["variant"].isin(coarse), "label"]))
-    which = "every column" if len(coarse) == len(counts.index.unique("variant")) else "; ".join(labels)
+    which = "every column" if len(rows) == len(aggregate) else "; ".join(rows["label"])
     return [f"Too few runs for a 95% bootstrap interval ({which}): such an interval is the whole range of values "
-            "that resampling can reach, and a point estimate can sit at its end. Below 4 runs the IQM is the plain "
-            "mean."]
+            "that resampling can reach, and a point estimate can sit at its end; no claim or bold rests on it. Below "
+            "4 runs the IQM is the plain mean."]
 
 
-def _checked_costs(costs: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
-    """The cost table where any checkpoint was read (None where none was), and a note on the runs it lacks."""
-    missing = int((costs["n_runs"] - costs["n_checkpoints"]).sum())
-    if not costs["n_checkpoints"].any():
-        return None, ("No cost table: no run's checkpoint.pt is readable on this machine (`rnm export runs` shows "
-                      "where each run keeps it).")
-    if missing:
-        return costs, (f"The cost table leaves out {runs_text(missing)} whose checkpoint.pt is not readable on this "
-                       "machine, and averages the others.")
-    return costs, None
+def _fewer_envs_notes(aggregate: pd.DataFrame, n_envs: int) -> list[str]:
+    """An aggregate over fewer envs than the table's is another quantity: name the columns it concerns."""
+    rows = aggregate[aggregate["n_envs"] < n_envs]
+    if rows.empty:
+        return []
+    listed = "; ".join(f"{label} ({n} of {n_envs})" for label, n in zip(rows["label"], rows["n_envs"]))
+    return [f"Aggregates over fewer envs than the table's, so not comparable with the others: {listed}."]
 
 
 def _with_keys(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:

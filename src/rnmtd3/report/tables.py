@@ -131,10 +131,14 @@ def _interval_text(low: float, high: float) -> str:
 
 def improvement_claims(report: Report) -> str:
     """The caption's claims: a column improves on dense only where its interval's lower end is above 0.5, and is
-    worse only where the upper end is below 0.5; otherwise nothing is claimed."""
+    worse only where the upper end is below 0.5; otherwise, and where its runs are too few for a 95% interval,
+    nothing is claimed."""
     sparse = report.aggregate.dropna(subset=["p_improve"])
     if sparse.empty:
         return ""
+    if sparse["p_coarse"].all():
+        return "Too few runs for any claim of improvement."
+    sparse = sparse[~sparse["p_coarse"]]
     better = list(sparse.loc[sparse["p_improve_low"] > 0.5, "label"])
     worse = list(sparse.loc[sparse["p_improve_high"] < 0.5, "label"])
     claims = []
@@ -349,12 +353,26 @@ def render_markdown(report: Report, table: str | None = None) -> str:
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "†": r"$^\dagger$",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", '"': "''",
 }
 
 
 def latex_escape(text: str) -> str:
-    """Plain text to LaTeX: special characters escaped, ± and † as math, and `--` kept as two hyphens."""
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("--", "-{}-")
+    """Plain text to LaTeX: special characters escaped, ± and † as math, `--` kept as two hyphens, and any other
+    character outside ASCII as '?', which the standard preamble (no inputenc setup for it) cannot typeset."""
+    def one(ch: str) -> str:
+        return _LATEX_ESCAPES.get(ch, ch if ch.isascii() else "?")
+
+    return "".join(one(ch) for ch in text).replace("--", "-{}-")
+
+
+def _tex_header(text: str, align: str) -> str:
+    """A column header on stacked lines, one per part of its label (`2:4 (50%)`, `mask_interval=1000`), so that
+    a long label widens its column no more than its longest part."""
+    parts = [latex_escape(part) for part in text.split(", ")]
+    if len(parts) == 1:
+        return parts[0]
+    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}" + r" \\ ".join(parts) + r"\end{tabular}"
 
 
 def _tex_cell(cell: Cell) -> str:
@@ -373,7 +391,8 @@ column gaps counted as two characters each, spans both columns (table*), a narro
 
 
 def _is_wide(grid: Grid) -> bool:
-    rows = [grid.header, *([c.text + c.marks for c in row] for row in grid.body + grid.footer)]
+    header = [max(h.split(", "), key=len) for h in grid.header]  # headers stack their parts (_tex_header)
+    rows = [header, *([c.text + c.marks for c in row] for row in grid.body + grid.footer)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(grid.header))]
     return sum(widths) + 2 * (len(widths) - 1) > COLUMN_CHARS
 
@@ -385,10 +404,11 @@ def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
         return " & ".join(cells) + r" \\"
 
     float_env = "table*" if _is_wide(grid) else "table"
-    lines = [rf"\begin{{{float_env}}}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+    size = r"\footnotesize" if float_env == "table*" else r"\small"  # a wide table in the smaller type
+    lines = [rf"\begin{{{float_env}}}[t]", r"\centering", size, r"\setlength{\tabcolsep}{4pt}",
              rf"\caption{{{latex_escape(grid.caption)}}}", rf"\label{{{label}}}",
              r"\begin{tabular}{l" + "r" * (len(grid.header) - 1) + "}", r"\toprule",
-             line([latex_escape(h) for h in grid.header]), r"\midrule",
+             line([_tex_header(h, "l" if i == 0 else "r") for i, h in enumerate(grid.header)]), r"\midrule",
              *(line([_tex_cell(c) for c in row]) for row in grid.body)]
     if grid.footer:
         lines += [r"\midrule", *(line([_tex_cell(c) for c in row]) for row in grid.footer)]
