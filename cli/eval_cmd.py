@@ -21,9 +21,9 @@ def eval_run(
                                                     "and a MuJoCo renderer that works without a display)"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Roll out a saved actor without exploration noise and print the mean ± std of its return.
+    """Roll out a saved actor and print its return.
 
-    The episodes follow the evaluation protocol, so a finished run's checkpoint with the default seed and episodes
+    Noise-free episodes; prints the mean ± std of the return. The episodes follow the evaluation protocol, so a finished run's checkpoint with the default seed and episodes
     reproduces its last recorded evaluation."""
     from rnmtd3.rollout import checkpoint_of, rollout  # torch loads here only
 

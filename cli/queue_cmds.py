@@ -190,7 +190,7 @@ def export(
                                            "tensorboard, the folder"),
     db: Optional[str] = DbOption,
 ) -> None:
-    """Export runs, evaluation curves or training statistics, as a table or as TensorBoard event files.
+    """Export runs, curves, statistics or TensorBoard event files.
 
     A table for pandas, R or a spreadsheet: the runs (one row each), the evaluation curves, or the training
     statistics (losses, SAD, steps/s, measured density; one row per run, step and name).
