@@ -60,6 +60,7 @@ def report(
     ablation with --by) and figures from the finished runs, one column per method: a pattern with its mask_rule
     and sparse_init ('2:4 (50%) rigl'), and the value of any key that differs between its runs."""
     from rnmtd3.report import build_report, render, write_plots  # rliable and matplotlib load in ~2 s: only here
+    from rnmtd3.report.cost import run_costs
 
     where = single_values(set_)
     wanted = table.value if table else (Table.results.value if format_ is Format.csv else None)
@@ -76,17 +77,16 @@ def report(
     finally:
         registry.close()
     with err.status("computing the report (bootstrap confidence intervals)"):
+        costs = run_costs(runs) if wanted in (None, Table.cost.value) else None  # reads checkpoints: when asked
         result = build_report(runs, evals, stats, last_k=last_k, envs=split_list(envs) if envs else None,
                               patterns=split_list(patterns) if patterns else None,
                               include_partial=include_partial, where=where, by=by, seed=seed, reps=reps,
-                              attempts=attempts,
-                              costs=wanted in (None, Table.cost.value))
+                              attempts=attempts, costs=costs)
     if wanted == Table.cost.value and result.costs is None:
-        raise UsageError(next(note for note in result.notes if note.startswith("No cost table")))
+        raise UsageError(result.cost_note)
     text = render(result, format_.value, wanted)
-    if format_ is Format.csv:
-        for note in result.notes:
-            err.print(note, soft_wrap=True)
+    for note in [*(result.notes if format_ is Format.csv else ()), *result.hints]:
+        err.print(note, soft_wrap=True, markup=False, highlight=False)
     if out is None:
         sys.stdout.write(text)
     else:

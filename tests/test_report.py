@@ -163,7 +163,8 @@ def test_unfinished_runs_are_left_out_and_counted_unless_included():
     status = {("Hopper-v5", "2:4", 0): "failed", ("Ant-v5", "1:4", 1): "running"}
     runs, evals, stats = make_frames(status=status)
     default = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
-    assert "Left out 2 runs not finished (1 failed, 1 running); --include-partial shows them." in default.notes
+    assert "Left out 2 runs not finished (1 failed, 1 running)." in default.notes
+    assert any("--include-partial" in hint for hint in default.hints)
     assert "Left out 2 runs" in render(default, "markdown")
     assert default.cells.set_index(["env", "pattern"]).loc[("Hopper-v5", "2:4"), "n_seeds"] == 2
     partial = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, include_partial=True)
@@ -233,7 +234,7 @@ def test_a_run_whose_density_cannot_be_judged_shows_a_dash_and_a_note_and_stays_
     runs.loc[newer, "config"] = [json.dumps(json.loads(c) | {"a_key_from_a_newer_rnm": 1})
                                  for c in runs.loc[newer, "config"]]
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS)
-    assert "Kept density is unknown (a dash) where this machine cannot build the env or read the run's config." \
+    assert "Kept density is unknown (a dash) where it could not be computed." \
         in report.notes
     density = report.cells.set_index(["env", "pattern"])["density"]
     assert list(density.isna().items()) == [(("Hopper-v5", "dense"), False), (("Hopper-v5", "2:4"), True),
@@ -265,7 +266,7 @@ def test_runs_made_by_different_versions_get_a_note_naming_what_differs():
     attempts = attempts_frame(runs, Ant={"torch": "2.5.1", "git_commit": f"{COMMIT}-dirty", "host": "other"})
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, attempts=attempts)
     note = ("The runs were made by different versions: git commit 0123456789ab (12 runs), 0123456789ab-dirty "
-            "(12 runs); torch 2.5.1 (12 runs), 2.6.0 (12 runs). `rnm export runs` shows each run's.")
+            "(12 runs); torch 2.5.1 (12 runs), 2.6.0 (12 runs).")
     assert report.notes == (note,)  # host, python and threads may differ: they do not change the numbers
     assert note in render(report, "markdown")
     assert note in render(report, "latex")  # the note has no character that LaTeX escapes
@@ -280,8 +281,7 @@ def test_a_run_resumed_under_a_new_version_counts_for_both_and_left_out_runs_do_
                           pd.DataFrame([resumed])], ignore_index=True)
     report = build_report(runs, evals, stats, last_k=LAST_K, reps=REPS, attempts=attempts)
     assert [n for n in report.notes if "versions" in n] == [
-        "The runs were made by different versions: mujoco 3.2.0 (7 runs), 3.3.0 (1 run). "
-        "`rnm export runs` shows each run's."]
+        "The runs were made by different versions: mujoco 3.2.0 (7 runs), 3.3.0 (1 run)."]
 
 
 def test_runs_without_recorded_versions_beside_runs_with_them_are_noted():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -184,24 +186,30 @@ def test_latex_uses_table_for_a_narrow_table_and_table_star_for_a_wide_one():
     assert wide.count(r"\begin{table") == wide.count(r"\end{table")
 
 
-def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_path: Path):
+def checkpointed_db(tmp_path: Path, sets: list[str]) -> Path:
+    """Hopper dense and 2:4 at hidden 8x8, 2 seeds, with real checkpoints of the run's own config and owner for
+    seed 0 (seed 1's are not on this machine)."""
     from test_report_cost import ramp_checkpoint
 
     db = tmp_path / "rnm.db"
     registry = open_registry(db, create=True)
     try:
-        registry.enqueue(expand(["Hopper"], ["2:4"], 2, ["hidden=8x8"], steps=6000))
+        registry.enqueue(expand(["Hopper"], ["2:4"], 2, ["hidden=8x8", *sets], steps=6000))
         while (claim := registry.claim()) is not None:
-            pattern = str(claim.config.pattern)
             for i in range(3):
-                registry.record_eval(claim, i * 2500, 100.0 + i, 1.0, float(i))
-            if claim.config.seed == 0:  # seed 1's checkpoints are not on this machine
-                path, _ = ramp_checkpoint(tmp_path / f"{pattern}-{claim.run_id}", claim.config, claim.run_id,
+                registry.record_eval(claim, i * 2500, 100.0 + i + claim.run_id, 1.0, float(i))
+            if claim.config.seed == 0:
+                path, _ = ramp_checkpoint(tmp_path / f"run-{claim.run_id}", claim.config, claim.run_id,
                                           registry.database_id)
                 registry.record_checkpoint(claim, 6000, str(path))
             registry.finish(claim, 6000)
     finally:
         registry.close()
+    return db
+
+
+def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_path: Path):
+    db = checkpointed_db(tmp_path, [])
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "csv", "--table", "cost",
                                       "--reps", str(REPS)])
     assert result.exit_code == 0, result.output
@@ -212,7 +220,26 @@ def test_the_cost_table_reads_each_runs_checkpoint_and_notes_the_missing(tmp_pat
     assert table["n_checkpoints"].tolist() == [1, 1] and table["n_runs"].tolist() == [2, 2]
     assert "The cost table leaves out 2 runs (2 missing)" in result.stderr
     markdown = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS)]).stdout
-    assert "| Hopper-v5 MACs per action |" in markdown and "92 (1.91x)" in markdown
+    assert "| MACs/action " in markdown and "92 (1.91x)" in markdown
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_every_table_compiles_and_fits_a_two_column_page(tmp_path: Path):
+    """The ablation and cost tables too, with long variant labels: no overfull line in a two-column paper."""
+    db = checkpointed_db(tmp_path, ["mask_interval=1000,10000"])
+    out = tmp_path / "report.tex"
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "latex", "--by", "mask_interval",
+                                      "--out", str(out), "--reps", str(REPS)])
+    assert result.exit_code == 0, result.output
+    latex = out.read_text(encoding="utf-8")
+    assert all(r"\label{tab:rnm-" + name + "}" in latex for name in ("returns", "normalized", "ablation", "cost"))
+    document = tmp_path / "paper.tex"
+    document.write_text("\\documentclass[twocolumn]{article} \\usepackage{booktabs}\n\\begin{document}\n"
+                        f"{latex}\n\\end{{document}}\n", encoding="utf-8")
+    compiled = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert compiled.returncode == 0, compiled.stdout[-3000:]
+    assert "Overfull \\hbox" not in compiled.stdout, compiled.stdout[-3000:]
 
 
 def test_an_interval_from_too_few_runs_is_called_what_it_is():

@@ -142,13 +142,6 @@ def test_bootstraps_repeat_from_the_seed_and_leave_the_global_rng_alone(sweep):
     assert np.array_equal(np.random.get_state()[1], state)
 
 
-def test_column_iqm_is_scipys_trimmed_mean_for_every_run_count():
-    rng = np.random.default_rng(0)
-    for runs in range(1, 10):
-        matrix = rng.normal(size=(runs, 4))
-        assert_allclose(data.column_iqm(matrix), scipy.stats.trim_mean(matrix, 0.25, axis=0))
-
-
 def test_sample_efficiency_is_the_iqm_per_step_over_the_steps_every_run_reached():
     runs, _, _ = sweep_frames()
     short = int(runs[(runs["pattern"] == "2:4") & (runs["env"] == "Hopper-v5")]["run_id"].iloc[0])

@@ -41,17 +41,21 @@ class Variant:
 
     def sort_key(self) -> tuple:
         """The method's order, then each setting by value (numbers by size, 1000 before 10000)."""
-        return (self.method.sort_key(), tuple(_value_key(value) for _, value in self.settings))
+        return (self.method.sort_key(), tuple(value_order(value) for _, value in self.settings))
 
     def baseline_settings(self) -> tuple[tuple[str, Any], ...]:
         """The settings a dense baseline for this variant must share: all but those a dense run ignores."""
         return tuple((key, value) for key, value in self.settings if key not in SPARSITY_KEYS)
 
 
-def _value_key(value: Any) -> tuple:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return (1, 0.0, json.dumps(value, sort_keys=True))
-    return (0, float(value), "")
+def is_number(value: Any) -> bool:
+    """A stored value that orders by size (not a boolean, which JSON and Python count as a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def value_order(value: Any) -> tuple:
+    """Sort key of a stored value: numbers by size (1000 before 10000), then anything else by its JSON text."""
+    return (0, float(value), "") if is_number(value) else (1, 0.0, json.dumps(value, sort_keys=True))
 
 
 KNOWN_KEYS = frozenset(config_keys())

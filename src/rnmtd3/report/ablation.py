@@ -8,20 +8,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 
 from ..config import written
+from ..variants import value_order
 from .intervals import DEFAULT_REPS, iqm_interval
 
 ALL_ENVS = "all"
-
-
-def _value_order(value: Any) -> tuple:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (0, float(value), "")
-    return (1, 0.0, json.dumps(value, sort_keys=True))
 
 
 def ablation_table(scores: pd.DataFrame, by: str, order: Sequence[str], *, seed: int,
@@ -35,7 +29,7 @@ def ablation_table(scores: pd.DataFrame, by: str, order: Sequence[str], *, seed:
     scored = scores[scores["by_value"].notna() & scores["normalized"].notna()]
     rank = {v: i for i, v in enumerate(order)}
     values = sorted({json.dumps(v, sort_keys=True) for v in scored["by_value"]},
-                    key=lambda text: _value_order(json.loads(text)))
+                    key=lambda text: value_order(json.loads(text)))
     for text in values:
         value = json.loads(text)
         at_value = scored[scored["by_value"].map(lambda v, t=text: json.dumps(v, sort_keys=True) == t)]

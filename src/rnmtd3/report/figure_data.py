@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from ..variants import is_number
 from .ablation import ALL_ENVS
 from .intervals import bootstrap_arrays
 
@@ -30,14 +31,6 @@ PROFILE_POINTS = 201
 PROFILE_MARGIN = 0.05
 LOG_SPAN = 10.0
 """A numeric --by axis is logarithmic where its largest value is more than this many times its smallest."""
-
-
-def column_iqm(matrix: np.ndarray) -> np.ndarray:
-    """Per column, the interquartile mean of its rows: scipy's trim_mean(0.25) as rliable's IQM computes it (a
-    quarter of the values, rounded down, cut at each end), by one sort, since the bootstrap calls it per resample."""
-    ordered = np.sort(matrix, axis=0)
-    cut = int(0.25 * len(ordered))
-    return ordered[cut:len(ordered) - cut].mean(axis=0)
 
 
 def seed_bands(frame: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -105,7 +98,7 @@ def sample_efficiency(curves: pd.DataFrame, scores: pd.DataFrame, order: Sequenc
     """Per variant and common step: the IQM over its runs of all envs of the normalized evaluation return, with its
     95% stratified bootstrap interval (variant, label, step, iqm, low, high, n_runs)."""
     def iqm(*per_env: np.ndarray) -> np.ndarray:
-        return column_iqm(np.concatenate(per_env))
+        return scipy_stats.trim_mean(np.concatenate(per_env), 0.25, axis=0)  # rliable's IQM, per step
 
     frames = []
     for variant in scored_variants(scores, order):
@@ -149,7 +142,7 @@ def ablation_lines(ablation: pd.DataFrame) -> pd.DataFrame:
     value where every value is a number, else the value's position in the table's order (its text on the axis)."""
     rows = ablation[ablation["env"] == ALL_ENVS].reset_index(drop=True)
     texts = list(dict.fromkeys(rows["by_text"]))
-    numeric = all(_is_number(v) for v in rows["by_value"])
+    numeric = all(is_number(v) for v in rows["by_value"])
     x = rows["by_value"].astype(float) if numeric else rows["by_text"].map(texts.index).astype(float)
     return rows.assign(x=x.to_numpy(), numeric=numeric)
 
@@ -164,10 +157,6 @@ def seeds_text(counts: pd.Series) -> str:
     """'3 seeds', or '2-3 seeds' where cells hold different numbers of seeds (a failed or unfinished one)."""
     low, high = int(counts.min()), int(counts.max())
     return f"{high} seed{'s' if high != 1 else ''}" if low == high else f"{low}-{high} seeds"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

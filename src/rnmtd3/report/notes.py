@@ -50,8 +50,7 @@ def version_notes(attempts: pd.DataFrame | None, run_ids: pd.Series) -> list[str
             differing.append(f"{VERSION_LABELS[key]} {listed}")
     notes = []
     if differing:
-        notes.append(f"The runs were made by different versions: {'; '.join(differing)}. "
-                     "`rnm export runs` shows each run's.")
+        notes.append(f"The runs were made by different versions: {'; '.join(differing)}.")
     unknown = len(set(run_ids) - set(mine["run_id"]))
     if unknown:
         notes.append(f"{runs_text(unknown)} made before rnm recorded versions: whether they match the others' "

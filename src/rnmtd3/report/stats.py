@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from ..summary import DENSITY_STATS, run_densities
 from ..variants import NOT_SETTINGS, Variant, run_variants, variant_order, varying_keys
 from .intervals import DEFAULT_REPS, improvement_interval, improvement_probability, iqm_interval
 from .ablation import ablation_table
+from .cost import cost_cells
 from .notes import evaluation_count_note, runs_text, status_counts, version_notes
 
 DONE = "done"
@@ -69,7 +70,10 @@ class Report:
     sad: the `sad_*` training statistics of the included runs, likewise.
     variants: the columns' canonical texts in report order; labels maps each to its header.
     by, ablation: the `--by` key and its table (see `ablation`), None without one.
-    costs: the cost table per env x variant (see `cost`), None unless asked for.
+    notes: what a reader of the tables must know (they go under the first table); hints: what the person running
+        rnm can do about them (command options, files), which stay out of a paper.
+    costs: the cost table per env x variant (see `cost`), None unless asked for or where no run's own checkpoint
+        counted; cost_note says which runs it leaves out, or why there is none.
     """
 
     scores: pd.DataFrame
@@ -84,13 +88,11 @@ class Report:
     seed: int
     reps: int
     notes: tuple[str, ...]
+    hints: tuple[str, ...] = ()
     by: str | None = None
     ablation: pd.DataFrame | None = None
-    costs: pd.DataFrame | None = field(default=None)
-
-    @property
-    def max_seeds(self) -> int:
-        return int(self.cells["n_seeds"].max())
+    costs: pd.DataFrame | None = None
+    cost_note: str | None = None
 
 
 def canonical_pattern(text: str) -> str:
@@ -364,7 +366,7 @@ def build_report(
     seed: int = 0,
     reps: int = DEFAULT_REPS,
     attempts: pd.DataFrame | None = None,
-    costs: bool = False,
+    costs: pd.DataFrame | None = None,
 ) -> Report:
     """Compute the whole report from the registry's frames: filter, score, aggregate, and note what was left out.
 
@@ -374,8 +376,8 @@ def build_report(
     without that key). `seed` fixes the bootstrap so that a report is reproducible; `reps` is the number of
     bootstrap resamples: 10,000 keeps a report to seconds; rliable's own default, 50,000, is there for a final
     paper at five times the wait. `attempts` (the registry's attempts frame; None for a database from before it)
-    says which versions made the runs, noted where they differ. `costs` reads every included run's checkpoint for
-    the cost table.
+    says which versions made the runs, noted where they differ. `costs` is `cost.run_costs` of the runs (or of more:
+    the included ones are taken), what their checkpoints cost, for the cost table; None leaves it out.
     """
     _check_numbers(last_k=last_k, seed=seed, reps=reps)
     if by is not None and not by.strip():
@@ -388,18 +390,18 @@ def build_report(
     if by:
         _check_by(selected, by)
     unfinished = selected[selected["status"] != DONE]
-    notes = []
+    notes, hints = [], []
     if not readable.all():
-        notes.append(f"Left out {runs_text(int((~readable).sum()))} whose stored config does not read as one (edited "
-                     "by hand or cut short; `rnm export runs` lists every run).")
+        notes.append(f"Left out {runs_text(int((~readable).sum()))} whose stored config does not read as one.")
+        hints.append("`rnm export runs` lists every run with its stored config.")
     if not include_partial:
         selected = selected[selected["status"] == DONE]
         if selected.empty:
             raise UsageError(f"no finished runs match ({status_counts(unfinished)}); "
                              "use --include-partial to report them on their evaluations so far")
         if len(unfinished):
-            notes.append(f"Left out {runs_text(len(unfinished))} not finished ({status_counts(unfinished)}); "
-                         "--include-partial shows them.")
+            notes.append(f"Left out {runs_text(len(unfinished))} not finished ({status_counts(unfinished)}).")
+            hints.append("--include-partial reports unfinished runs on their evaluations so far.")
     selected, variants = _with_variants(selected, by)
     scores = final_scores(selected, evals, last_k)
     unscored = selected[~selected["run_id"].isin(scores["run_id"])]
@@ -431,8 +433,8 @@ def build_report(
     scores = scores.assign(normalized=scores["final"] / scores["baseline_mean"])
     cells = cell_stats(scores, order)
     if cells["density"].isna().any():
-        notes.append("Kept density is unknown (a dash) where this machine cannot build the env or read the "
-                     "run's config.")
+        notes.append("Kept density is unknown (a dash) where it could not be computed.")
+        hints.append("Kept density needs the env to be buildable on this machine and the run's config readable.")
     if cells["normalized"].isna().any():
         notes.append("Normalized scores need dense runs with a positive mean on the same env; "
                      "shown as a dash where missing.")
@@ -441,8 +443,9 @@ def build_report(
     included = scores["run_id"]
     notes += version_notes(attempts, included)
     sad = stats[stats["run_id"].isin(included) & stats["name"].astype(str).str.startswith(SAD_PREFIX)]
-    cost_table, cost_note = _costs(selected[selected["run_id"].isin(included)], variants) if costs else (None, None)
-    notes += [cost_note] if cost_note else []
+    cost_table, cost_note = (None, None) if costs is None else _cost_cells(costs, scores, variants)
+    if cost_note:
+        (hints if cost_table is None else notes).append(cost_note)
     overall = aggregate(scores, order, seed=seed, reps=reps)
     notes += _coarse_interval_notes(overall) + _fewer_envs_notes(overall, scores["env"].nunique())
     return Report(
@@ -458,9 +461,11 @@ def build_report(
         seed=seed,
         reps=reps,
         notes=tuple(notes),
+        hints=tuple(hints),
         by=by,
         ablation=ablation_table(scores, by, by_order, seed=seed, reps=reps) if by else None,
         costs=cost_table,
+        cost_note=cost_note,
     )
 
 
@@ -476,17 +481,19 @@ def _baseline_notes(scores: pd.DataFrame) -> list[str]:
             f"({settings})."]
 
 
-def _costs(runs: pd.DataFrame, variants: dict[str, Variant]) -> tuple[pd.DataFrame | None, str | None]:
-    """The cost table of the included runs, from the checkpoints that are theirs (torch loads only when it is asked
-    for), and a note on the runs it leaves out, by reason; no table where no checkpoint counts."""
-    from .cost import cost_cells, run_costs  # noqa: PLC0415
-
-    per_run = run_costs(runs)
-    problems = per_run["checkpoint_problem"].dropna().value_counts()
+def _cost_cells(costs: pd.DataFrame, scores: pd.DataFrame,
+               variants: dict[str, Variant]) -> tuple[pd.DataFrame | None, str | None]:
+    """The cost table of the included runs from `costs` (cost.run_costs, one row per run), and a note on the runs
+    whose checkpoint did not count, by reason; no table where none counted."""
+    per_run = scores[["run_id", "variant"]].merge(costs.drop(columns=["env", "pattern"], errors="ignore"),
+                                                  on="run_id", how="left")
+    per_run = per_run.assign(env=scores["env"].to_numpy(), pattern=scores["pattern"].to_numpy())
+    problems = per_run["checkpoint_problem"].fillna("missing").where(~per_run["checkpoint_found"].fillna(False)
+                                                                     .astype(bool)).dropna().value_counts()
     if problems.sum() == len(per_run):
         return None, (f"No cost table: no run's own checkpoint.pt is readable here ({_problem_counts(problems)}; "
                       "`rnm export runs` shows where each run keeps it).")
-    cells = cost_cells(per_run, [variants[v] for v in runs["variant"]])
+    cells = cost_cells(per_run.drop(columns=["variant"]), [variants[v] for v in per_run["variant"]])
     note = None
     if problems.sum():
         note = (f"The cost table leaves out {runs_text(int(problems.sum()))} ({_problem_counts(problems)}) and "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..config import key_defaults
 from ..errors import UsageError
 from .ablation import ALL_ENVS
 from .stats import Report
@@ -39,7 +40,7 @@ def render(report: Report, fmt: str, table: str | None = None) -> str:
     return renderers[fmt](report, table)
 
 
-# ---- the two tables, independent of the output format -----------------------------------------------------------
+# ---- the tables, independent of the output format ---------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Cell:
@@ -56,6 +57,8 @@ class Grid:
     header: list[str]
     body: list[list[Cell]]
     footer: list[list[Cell]]
+    text_columns: int = 1
+    """Leading columns of text (left-aligned); the rest hold numbers (right-aligned)."""
 
 
 def _lookup(report: Report, env: str, variant: str) -> pd.Series | None:
@@ -174,8 +177,9 @@ def normalized_grid(report: Report) -> Grid:
         footer[1].append(Cell(_interval_text(row["ci_low"], row["ci_high"])))
         footer[2].append(Cell(_ratio_text(row["p_improve"])))
         footer[3].append(Cell(_interval_text(row["p_improve_low"], row["p_improve_high"])))
-    caption = ("Normalized score: mean final return over the mean of the dense runs on the same env (dense = 1). "
-               "IQM: interquartile mean of the per-run normalized scores across envs, with a 95% stratified "
+    caption = ("Normalized score: mean final return over the mean of the dense runs on the same env (dense = 1); "
+               "bold per env as in the table of final returns. IQM: interquartile mean of the per-run normalized "
+               "scores across envs, with a 95% stratified "
                f"bootstrap confidence interval ({report.reps:,} resamples), bold where it lies wholly above every "
                "other column's interval. P(> dense): the probability that a run of the column scores above a dense "
                "run on the same env, averaged over envs, with its 95% stratified bootstrap confidence interval. "
@@ -241,18 +245,23 @@ def ablation_grid(report: Report) -> Grid:
                 interval = "" if env != ALL_ENVS else " " + _interval_text(cell["ci_low"], cell["ci_high"])
                 row.append(Cell(_ratio_text(cell["normalized"]) + interval))
             body.append(row)
-    caption = (f"Effect of {report.by}: normalized score (mean final return over the mean of the dense runs on the "
-               "same env) per env, and the interquartile mean across envs with its 95% stratified bootstrap "
-               f"confidence interval ({report.reps:,} resamples), for each value of {report.by}. "
-               f"{COLUMNS_PHRASE}")
-    return Grid(caption, [report.by, "env", *(labels[v] for v in variants)], body, [])
+    seeds = f"{int(table['n_runs'][table['env'] != ALL_ENVS].max())}"
+    caption = (f"Effect of {report.by} ({KEY_MEANINGS[report.by]}): normalized score (mean final return over the "
+               "mean of the dense runs on the same env) per env, mean over up to "
+               f"{seeds} seeds, and the interquartile mean across envs with its 95% stratified bootstrap confidence "
+               f"interval ({report.reps:,} resamples), for each value. {COLUMNS_PHRASE}")
+    return Grid(caption, [report.by, "env", *(labels[v] for v in variants)], body, [], text_columns=2)
 
 
 def _count_text(value: float) -> str:
-    """12,345 below a million, 1.23M above: a MAC count of an update runs to hundreds of millions."""
+    """Three significant figures past 10,000 (34.7k, 101M): a cost table of five columns must fit a page."""
     if math.isnan(value):
         return MISSING
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value:,.0f}"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if value >= scale:
+            shown = value / (1e3 if suffix == "k" else scale)
+            return f"{shown:.3g}{suffix}" if shown < 1000 else f"{shown:,.0f}{suffix}"
+    return f"{value:,.0f}"
 
 
 def _cost_text(count: float, ratio: float, unit: str) -> str:
@@ -265,21 +274,23 @@ def _cost_text(count: float, ratio: float, unit: str) -> str:
 COST_ROWS = {
     "actor nonzeros": ("actor_nonzeros", "actor_density", "%"),
     "critic nonzeros": ("critic_nonzeros", "critic_density", "%"),
-    "MACs per action": ("action_macs_sparse", "action_speedup", "x"),
-    "MACs per update": ("update_macs_sparse", "update_speedup", "x"),
+    "MACs/action": ("action_macs_sparse", "action_speedup", "x"),
+    "MACs/update": ("update_macs_sparse", "update_speedup", "x"),
     "actor bytes": ("actor_bytes_compressed", "actor_compression", "x"),
 }
 """Row title -> (count column, the ratio shown beside it, its unit) of `report.costs`."""
 
 
 def cost_grid(report: Report) -> Grid:
-    """Per env, five rows (nonzeros of actor and critic with their density, MACs of an action and of an update
-    with the speedup over dense, actor bytes compressed with the compression), one column per variant."""
+    """Per env, a heading row and five rows (nonzeros of actor and critic with their density, MACs of an action and
+    of an update with the speedup over dense, actor bytes compressed with the compression), one column per
+    variant."""
     costs = report.costs.set_index(["env", "variant"])
     body = []
     for env in report.envs:
+        body.append([Cell(env), *(Cell("") for _ in report.variants)])
         for title, (count, ratio, unit) in COST_ROWS.items():
-            row = [Cell(f"{env} {title}")]
+            row = [Cell(title)]
             for variant in report.variants:
                 if (env, variant) not in costs.index:
                     row.append(Cell(MISSING))
@@ -293,10 +304,14 @@ def cost_grid(report: Report) -> Grid:
                "forward and backward pass of the six networks for one batch, the delayed actor update counted at "
                "its rate), counting only nonzero weights, with the speedup over counting every weight: what an "
                "accelerator that skips every zero could reach at most. Actor bytes: the actor in a compressed "
-               "form (for N:M, each group's kept values in 32 bits plus log2(M) bits of index each; unstructured "
-               "in compressed sparse rows), with the compression over 32-bit dense storage.")
+               "form (for N:M, each group's kept values in 32 bits plus an index of ceil(log2 M) bits each; "
+               "unstructured in compressed sparse rows), with the compression over 32-bit dense storage. "
+               "k: thousands, M: millions.")
     return Grid(caption, _header(report), body, [])
 
+
+KEY_MEANINGS = {key: meaning for key, (_, meaning) in key_defaults().items()}
+"""What each config key means (`rnm keys`), for a caption that names a swept key."""
 
 TABLES = ("results", "ablation", "cost")
 """What `render` can write: the results (returns, normalized scores, density), the --by table, the cost table."""
@@ -328,10 +343,11 @@ def _md_table(grid: Grid) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(grid.header))]
 
     def line(cells: list[str]) -> str:
-        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        padded = (c.ljust(w) if i < grid.text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    rule = "|" + "|".join("-" * (w + 2) if i < grid.text_columns else "-" * (w + 1) + ":"
+                          for i, w in enumerate(widths)) + "|"
     return [line(rows[0]), rule, *(line(row) for row in rows[1:])]
 
 
@@ -407,8 +423,10 @@ def _tex_table(grid: Grid, label: str, notes: tuple[str, ...]) -> list[str]:
     size = r"\footnotesize" if float_env == "table*" else r"\small"  # a wide table in the smaller type
     lines = [rf"\begin{{{float_env}}}[t]", r"\centering", size, r"\setlength{\tabcolsep}{4pt}",
              rf"\caption{{{latex_escape(grid.caption)}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{l" + "r" * (len(grid.header) - 1) + "}", r"\toprule",
-             line([_tex_header(h, "l" if i == 0 else "r") for i, h in enumerate(grid.header)]), r"\midrule",
+             r"\begin{tabular}{" + "l" * grid.text_columns + "r" * (len(grid.header) - grid.text_columns) + "}",
+             r"\toprule",
+             line([_tex_header(h, "l" if i < grid.text_columns else "r") for i, h in enumerate(grid.header)]),
+             r"\midrule",
              *(line([_tex_cell(c) for c in row]) for row in grid.body)]
     if grid.footer:
         lines += [r"\midrule", *(line([_tex_cell(c) for c in row]) for row in grid.footer)]
