@@ -54,7 +54,8 @@ SEPARATION_LEVEL = 0.05
 
 @dataclass(frozen=True)
 class Report:
-    """Everything the tables and plots need, computed once; renderers read it and compute nothing.
+    """Everything the tables need, computed once (tables read it and compute nothing); the figures draw what
+    `figure_data`'s pure functions compute from its frames.
 
     scores: one row per included run (run_id, env, pattern, method, variant, label, seed, status, n_evals, final,
         baseline_mean, normalized, density, density_actor, density_critic, and by_value under `by`).
