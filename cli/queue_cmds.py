@@ -88,10 +88,16 @@ def status(db: Optional[str] = DbOption) -> None:
     numbers = ["density", "queued", "running", "done", "failed", "cancel", "progress"]
     table = _compact_table(f"runs in {registry.url}", ["env", "method", *numbers], wrap=("env", "method"),
                            numeric=numbers)
-    for row in summary.counts.itertuples(index=False):
+    # a label breaks only between its parts (`2:4 (50%),` / `mask_interval=1000`), never inside a value, which
+    # would make mask_interval=1000 read as 100
+    lines = [label.replace(", ", ",\n").splitlines() for label in summary.counts["label"]]
+    env_width = int(summary.counts["env"].str.len().max())
+    room = out.width - env_width - sum(map(len, numbers)) - len(numbers) - 1  # the others at their narrowest
+    table.columns[1].min_width = min(max(len(line) for label in lines for line in label), max(room, 6))
+    for row, label in zip(summary.counts.itertuples(index=False), lines):
         progress = row.steps_done / row.steps_total if row.steps_total else 0.0
-        table.add_row(row.env, row.label, _density_text(row), str(row.queued), str(row.running), str(row.done),
-                      str(row.failed), str(row.cancelled), f"{progress:.0%}")
+        table.add_row(row.env, "\n".join(label), _density_text(row), str(row.queued), str(row.running),
+                      str(row.done), str(row.failed), str(row.cancelled), f"{progress:.0%}")
     out.print(table)
     overall = summary.done_steps / summary.total_steps if summary.total_steps else 0.0
     out.print(f"progress {summary.done_steps:,}/{summary.total_steps:,} steps ({overall:.1%}); "

@@ -22,13 +22,18 @@ from rnmtd3.registry import open_registry
 
 from helpers_registry import RNM, cli_env, describe, snapshot, tiny_config
 
-COMMANDS = {
-    "status": ["status"],
+WRITING = {
     "queue": ["queue", "--envs", "Pendulum-v1", "--patterns", "1:4", "--seeds", "1", "--no-baseline"],
-    "export": ["export", "runs", "--format", "csv"],
-    "report": ["report", "--format", "markdown"],
     "run-workers": ["run-workers"],
 }
+READING = {
+    "status": ["status"],
+    "export": ["export", "runs", "--format", "csv"],
+    "report": ["report", "--format", "markdown"],
+}
+"""Commands that only read open the database read-only: they work on a read-only or full disk and write
+nothing; the report here finds no finished run, a usage error of its own, not of the disk."""
+COMMANDS = WRITING | READING
 ROOT = os.geteuid() == 0
 UNSHARE = ["unshare", "--mount"] if ROOT else ["unshare", "--map-root-user", "--mount"]
 
@@ -83,25 +88,40 @@ def assert_one_line(result: subprocess.CompletedProcess, *needles: str) -> str:
 
 # -- read-only, full -------------------------------------------------------------------------------------------
 
+def assert_read(results: Sequence[subprocess.CompletedProcess]) -> None:
+    """The reading commands, in READING's order, worked (the report: its own one line, no finished run)."""
+    status, export, report = results
+    assert status.returncode == 0 and "Pendulum-v1" in status.stdout, describe(status)
+    assert export.returncode == 0 and export.stdout.startswith("run_id,"), describe(export)
+    assert_one_line(report, "no finished runs match (1 queued)")
+
+
 @pytest.mark.slow
-def test_every_command_on_a_read_only_database_file_says_so_in_one_line(tmp_path, template, request):
+def test_a_read_only_database_file_is_read_by_reading_commands_and_refused_by_writing_ones(tmp_path, template,
+                                                                                          request):
     db = tmp_path / "ro" / "rnm.db"
     db.parent.mkdir()
     shutil.copy(template, db)
     db.chmod(0o444)
+    before = snapshot(db.parent)
     if ROOT:
         request.getfixturevalue("can_mount")
         setup = f"mount --bind {db} {db}\nmount -o remount,bind,ro {db}"
         argvs = [confined(setup, [*args, "--db", db]) for args in COMMANDS.values()]
     else:
         argvs = [[RNM, *args, "--db", db] for args in COMMANDS.values()]
-    for result in run_all(argvs, tmp_path):
+    results = run_all(argvs, tmp_path)
+    for result in results[:len(WRITING)]:
         assert_one_line(result, str(db), "read-only", "--db")
+    assert_read(results[len(WRITING):])
+    assert snapshot(db.parent) == before
 
 
 @pytest.mark.slow
-def test_every_command_on_a_database_in_a_read_only_folder_says_so_in_one_line(tmp_path, template, request):
-    """SQLite writes -wal and -shm files beside a database, so a writable file in a read-only folder fails too."""
+def test_a_database_in_a_read_only_folder_is_read_by_reading_commands_and_refused_by_writing_ones(
+        tmp_path, template, request):
+    """SQLite writes -wal and -shm files beside a database, so a writable file in a read-only folder cannot be
+    written; reading commands open it read-only and create nothing there."""
     folder, db = tmp_path / "ro", tmp_path / "ro" / "rnm.db"
     folder.mkdir()
     shutil.copy(template, db)
@@ -118,8 +138,9 @@ def test_every_command_on_a_database_in_a_read_only_folder_says_so_in_one_line(t
         results = run_all(argvs, tmp_path)
     finally:
         folder.chmod(0o755)
-    for result in results:
+    for result in results[:len(WRITING)]:
         assert_one_line(result, str(db), "read-only folder", "--db")
+    assert_read(results[len(WRITING):])
 
 
 def fill_tmpfs(folder: Path, template: Path, leave_kib: int) -> str:
@@ -130,7 +151,7 @@ def fill_tmpfs(folder: Path, template: Path, leave_kib: int) -> str:
 
 
 @pytest.mark.slow
-def test_every_command_on_a_full_disk_says_so_in_one_line(tmp_path, template, can_mount):
+def test_on_a_full_disk_writing_commands_say_so_and_reading_ones_still_read(tmp_path, template, can_mount):
     folder = tmp_path / "full"
     folder.mkdir()
     db = folder / "rnm.db"
@@ -140,8 +161,9 @@ def test_every_command_on_a_full_disk_says_so_in_one_line(tmp_path, template, ca
     big_queue = ["queue", "--envs", "Pendulum-v1", "--patterns", "1:4,1:8", "--seeds", "100", "--db", db]
     argvs.append(confined(fill_tmpfs(folder, template, 48), big_queue))
     results = run_all(argvs, tmp_path)
-    for result in results[:-1]:
+    for result in results[:len(WRITING)]:
         assert_one_line(result, str(db), "disk")
+    assert_read(results[len(WRITING):len(COMMANDS)])
     assert_one_line(results[-1], str(db), "full disk", "free some space")
 
 

@@ -163,3 +163,18 @@ def minutes(text: str) -> float:
         return 60 * int(hours) + int(mins)
     mins, secs = text.rstrip("s").split("m")
     return int(mins) + int(secs) / 60
+
+
+def test_a_variant_label_breaks_between_its_parts_never_inside_a_value(tmp_path: Path):
+    """At 80 columns, mask_interval=1000 and mask_interval=10000 must never read alike (`...=100` / `0`)."""
+    from rnmtd3.sweep import expand
+
+    db = tmp_path / "rnm.db"
+    with open_registry(db) as registry:
+        registry.enqueue(expand(["Hopper"], ["2:4", "1:8"], 1, ["mask_interval=1000,10000"], steps=1000))
+    text = status(db)
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert header_words(text, "env")[-1] == "progress"
+    cells = [line[10:30].strip() for line in text.splitlines()]
+    assert cells.count("mask_interval=1000") == 2 and cells.count("mask_interval=10000") == 2, text
+    assert "2:4 (50%)," in cells and "1:8 (87.5%)," in cells
