@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rnmtd3.methods import Method
+
 from .common import DbOption, err
 
 
@@ -27,11 +29,17 @@ def eval_run(
     reproduces its last recorded evaluation."""
     from rnmtd3.rollout import checkpoint_of, rollout  # torch loads here only
 
-    path = checkpoint_of(run, db)
-    result = rollout(path, episodes, seed, video)
+    source = checkpoint_of(run, db)
+    result = rollout(source, episodes, seed, video)
     config, returns = result.config, result.returns
     sys.stdout.write(f"{returns.mean():.2f} ± {returns.std():.2f}\n")
-    err.print(f"return over {len(returns)} episode(s) from seed {result.seed}: {config.env} {config.pattern} seed "
-              f"{config.seed} at step {result.step:,} ({path})", soft_wrap=True, markup=False, highlight=False)
+    method = Method.of_config(config.to_dict()).label()
+    err.print(f"return over {len(returns)} episode(s) from seed {result.seed}: {config.env} {method} seed "
+              f"{config.seed} at step {result.step:,} ({source.path})", soft_wrap=True, markup=False,
+              highlight=False)
+    if result.device != config.device:
+        err.print(f"rolled out on {result.device}: the run trained on {config.device}, which this machine lacks, "
+                  "so returns can differ from its recorded ones in the last digits", soft_wrap=True, markup=False,
+                  highlight=False)
     if video is not None:
         err.print(f"videos written to {video}", soft_wrap=True, markup=False, highlight=False)

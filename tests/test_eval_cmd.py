@@ -8,10 +8,11 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnmtd3.checkpoint import CHECKPOINT
 from rnmtd3.registry import open_registry
-from rnmtd3.rollout import rollout
+from rnmtd3.rollout import Source, rollout
 
 from helpers_registry import rnm_here, tiny_config, tiny_set_args
 
@@ -37,32 +38,46 @@ def last_evaluation(folder: Path) -> tuple[int, float, float]:
 
 def test_the_protocols_seed_gives_back_the_last_recorded_evaluation(trained: Path, monkeypatch, capsys):
     step, mean, std = last_evaluation(trained)
-    result = rollout(trained / CHECKPOINT)
+    result = rollout(Source(trained / CHECKPOINT))
     assert (result.step, result.seed, len(result.returns)) == (step, 100, 3)
     assert float(result.returns.mean()) == mean and float(result.returns.std()) == std
     code, out, err = rnm_here(["eval", trained], monkeypatch, capsys)
     assert code == 0, err
     assert out == f"{mean:.2f} ± {std:.2f}\n"
-    assert "from seed 100: Pendulum-v1 2:4 seed 0 at step 400" in err
-    other = rollout(trained / CHECKPOINT, episodes=2, seed=7)
+    assert "from seed 100: Pendulum-v1 2:4 (50%) seed 0 at step 400" in err
+    other = rollout(Source(trained / CHECKPOINT), episodes=2, seed=7)
     assert len(other.returns) == 2 and other.seed == 7 and float(other.returns.mean()) != mean
 
 
-def test_a_run_id_finds_its_checkpoint_in_the_database(trained: Path, tmp_path: Path, monkeypatch, capsys):
+def test_a_run_id_finds_its_own_checkpoint_in_the_database(tmp_path: Path, monkeypatch, capsys):
+    """A worker's run is found by its id, and a checkpoint.pt that is not the run's own (a file copied into its
+    folder) is refused, as the report's cost table refuses it."""
+    from rnmtd3 import checkpoint as ckpt
+    from rnmtd3.td3 import TD3Agent
+
     db = tmp_path / "rnm.db"
     with open_registry(db) as registry:
-        registry.enqueue([tiny_config()])
-        claim = registry.claim()
-        registry.record_checkpoint(claim, 400, str(trained / CHECKPOINT))
-    code, out, err = rnm_here(["eval", "1", "--db", db], monkeypatch, capsys)
-    assert code == 0, err
-    assert out == f"{last_evaluation(trained)[1]:.2f} ± {last_evaluation(trained)[2]:.2f}\n"
+        registry.enqueue([tiny_config(seed=0), tiny_config(seed=1)])
+        for seed in (0, 1):
+            claim = registry.claim()
+            agent = TD3Agent(claim.config, 3, 1, -2.0 * torch.ones(1), 2.0 * torch.ones(1))
+            owner = ckpt.owner_of(claim.config, registry.database_id, claim.run_id if seed == 0 else 99)
+            (tmp_path / f"run{seed}").mkdir()
+            path = ckpt.save_public(tmp_path / f"run{seed}", agent.forward_state_dicts(), claim.config, 400, owner)
+            registry.record_checkpoint(claim, 400, str(path))
+    code, out, err = rnm_here(["eval", "1", "--db", db, "--episodes", "1"], monkeypatch, capsys)
+    assert code == 0 and " ± " in out, err
+    code, out, err = rnm_here(["eval", "2", "--db", db, "--episodes", "1"], monkeypatch, capsys)
+    assert code == 2 and out == "" and "is not run 2's own checkpoint (its owner is run 99)" in err
 
 
 @pytest.mark.parametrize("args, message", [
     (["eval", "99"], "no run 99 in the database"),
     (["eval", "no/such/folder"], "no checkpoint at 'no/such/folder'"),
-    (["eval", "{trained}", "--episodes", "0"], "--episodes must be at least 1"),
+    (["eval", "{trained}", "--episodes", "0"], "--episodes must be from 1 to 10,000"),
+    (["eval", "{trained}", "--episodes", "1000000000"], "--episodes must be from 1 to 10,000"),
+    (["eval", "{trained}", "--seed", "-1"], "--seed must be from 0"),
+    (["eval", "{trained}/evals.csv"], "is not an rnm checkpoint.pt"),
 ])
 def test_what_cannot_be_rolled_out_is_one_line_and_exit_2(args, message, trained, tmp_path, monkeypatch, capsys):
     db = tmp_path / "rnm.db"
@@ -88,3 +103,14 @@ def test_video_without_moviepy_says_what_to_install(trained: Path, tmp_path: Pat
     assert code == 2 and out == ""
     assert err.strip() == "rnm: error: --video needs moviepy: pip install moviepy"
     assert not (tmp_path / "videos").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the case is a machine without a GPU")
+def test_a_run_trained_on_a_gpu_is_rolled_out_on_the_cpu_with_a_note(trained: Path, tmp_path: Path, monkeypatch,
+                                                                     capsys):
+    saved = torch.load(trained / CHECKPOINT, weights_only=True)
+    saved["config"]["device"] = "cuda"
+    torch.save(saved, tmp_path / CHECKPOINT)
+    code, out, err = rnm_here(["eval", tmp_path], monkeypatch, capsys)
+    assert code == 0 and out == f"{last_evaluation(trained)[1]:.2f} ± {last_evaluation(trained)[2]:.2f}\n", err
+    assert "rolled out on cpu: the run trained on cuda" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Iterable
 
@@ -42,25 +43,33 @@ def single_values(assignments: list[str], steps: int | None = None) -> dict[str,
 SEEDS_HELP = "give a count (5: seeds 0..4), a list (3,7) or a range (5-9)"
 
 
+_COUNT = re.compile(r"[0-9]+")
+_RANGE = re.compile(r"([0-9]+)-([0-9]+)")
+
+
 def parse_seeds(text: str) -> Sequence[int]:
     """`--seeds` as a user writes it: a count N (seeds 0..N-1, as rl-zoo and papers number them), a comma list of
     specific seeds (`3,7`; one seed alone: `3,`), or a range A-B, inclusive (`5-9` adds five seeds to a sweep of
-    5). Counts and ranges stay ranges, so that a typo of 10**9 is refused by the sweep's cap, not by memory."""
+    5), in plain digits. Counts and ranges stay ranges, so that a typo of 10**9 is refused by the sweep's cap, not
+    by memory."""
     text = text.strip()
-    try:
-        if "," in text:
-            seeds: Sequence[int] = [int(item) for item in text.split(",") if item.strip()]
-        elif "-" in text.lstrip("-"):
-            low, high = (int(part) for part in text.split("-", 1))
-            seeds = range(low, high + 1)
-        else:
-            seeds = range(int(text))
-    except ValueError:
-        raise UsageError(f"bad --seeds {text!r}: {SEEDS_HELP}") from None
+    if "," in text:
+        items = [item.strip() for item in text.split(",")]
+        items = items[:-1] if len(items) == 2 and items[1] == "" else items  # `3,`: one seed
+        if not items or not all(_COUNT.fullmatch(item) for item in items):
+            raise UsageError(f"bad --seeds {text!r}: a list holds seeds in plain digits, such as 3,7; {SEEDS_HELP}")
+        seeds: Sequence[int] = [int(item) for item in items]
+        if len(set(seeds)) != len(seeds):
+            raise UsageError(f"bad --seeds {text!r}: a seed is named twice")
+        return seeds
+    if match := _RANGE.fullmatch(text):
+        seeds = range(int(match[1]), int(match[2]) + 1)
+    elif _COUNT.fullmatch(text):
+        seeds = range(int(text))
+    else:
+        raise UsageError(f"bad --seeds {text!r}: {SEEDS_HELP}")
     if not seeds:
         raise UsageError(f"bad --seeds {text!r}: it names no seed; {SEEDS_HELP}")
-    if isinstance(seeds, list) and len(set(seeds)) != len(seeds):
-        raise UsageError(f"bad --seeds {text!r}: a seed is named twice")
     return seeds
 
 
