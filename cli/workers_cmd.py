@@ -72,10 +72,11 @@ def run_workers(
     board = Board(jobs)
     log_file = _log_stream()
     events = EventLog(registry.runs_frame, log_every) if log_file else None
-    stopping = {"count": 0}
+    stopping = {"count": 0, "signal": 0}
 
     def on_stop(signum, frame):  # noqa: ARG001
         stopping["count"] += 1
+        stopping["signal"] = stopping["signal"] or signum
         if stopping["count"] == 1:
             err.print("stopping: each worker checkpoints at its next episode boundary and hands its run back "
                       "(Ctrl-C again to stop without the checkpoint)", soft_wrap=True)
@@ -104,6 +105,8 @@ def run_workers(
         _write(log_file, events.end(dead, board.counts))
     if _report_failed(registry, failed_before) or (dead and not stopping["count"]):
         raise typer.Exit(1)
+    if stopping["count"]:  # 128 + the signal, as shells report it: a scheduler can tell a stop from a drained queue
+        raise typer.Exit(128 + stopping["signal"])
 
 
 def _log_stream() -> TextIO | None:
