@@ -246,7 +246,8 @@ def test_an_interval_from_too_few_runs_is_called_what_it_is():
     """2 runs in each of 2 envs: one extreme resample has a 1/16 chance, so the '95%' interval is the whole range
     resampling reaches, and the point can sit at its end; with 5 seeds it is a real 95% interval."""
     few = build_report(*make_frames(seeds=2), last_k=LAST_K, reps=REPS)
-    assert any(note.startswith("Too few runs for a 95% bootstrap interval (every column)") for note in few.notes)
+    assert any(note.startswith("Too few runs for a 95% bootstrap interval of the IQM (every column)")
+               for note in few.notes)
     enough = build_report(*make_frames(seeds=5), last_k=LAST_K, reps=REPS)
     assert not any(note.startswith("Too few runs") for note in enough.notes)
 

@@ -515,14 +515,21 @@ def coarse(per_env_counts: Sequence[int]) -> bool:
 
 
 def _coarse_interval_notes(aggregate: pd.DataFrame) -> list[str]:
-    """A reader must be told where an interval is not a 95% interval, and why no claim or bold rests on it."""
-    rows = aggregate[aggregate["coarse"] | (aggregate["p_coarse"] & aggregate["p_improve"].notna())]
-    if rows.empty:
-        return []
-    which = "every column" if len(rows) == len(aggregate) else "; ".join(rows["label"])
-    return [f"Too few runs for a 95% bootstrap interval ({which}): such an interval is the whole range of values "
-            "that resampling can reach, and a point estimate can sit at its end; no claim or bold rests on it. Below "
-            "4 runs the IQM is the plain mean."]
+    """A reader must be told where an interval is not a 95% interval, and why no bold (IQM) or claim (P(> dense))
+    rests on it."""
+    notes = []
+    for flag, what, consequence in (("coarse", "the IQM", "no bold rests on it"),
+                                    ("p_coarse", "P(> dense)", "no claim rests on it")):
+        rows = aggregate[aggregate[flag] & (aggregate["p_improve"].notna() if flag == "p_coarse" else True)]
+        if rows.empty:
+            continue
+        which = "every column" if len(rows) == len(aggregate) else "; ".join(rows["label"])
+        notes.append(f"Too few runs for a 95% bootstrap interval of {what} ({which}): such an interval is the whole "
+                     f"range of values that resampling can reach, and a point estimate can sit at its end; "
+                     f"{consequence}.")
+    if notes and aggregate["coarse"].any():
+        notes[0] += " Below 4 runs the IQM is the plain mean."
+    return notes
 
 
 def _fewer_envs_notes(aggregate: pd.DataFrame, n_envs: int) -> list[str]:
