@@ -19,7 +19,7 @@ from rnmtd3.registry import EnqueueResult, database_exists, open_registry
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
 from rnmtd3.folders import check_out_file
-from rnmtd3.sweep import expand, parse_seeds, split_list
+from rnmtd3.sweep import expand, inert_sweeps, parse_seeds, split_list
 from rnmtd3.variants import config_variants
 from rnmtd3.tensorboard_export import export_tensorboard, require_tensorboard
 
@@ -48,6 +48,8 @@ def queue(
                      steps=None if steps is None else parse_value("steps", steps))
     check_runs_fit(configs)
     warn_no_training(configs)
+    for warning in inert_sweeps(set_, configs):
+        err.print(f"rnm: warning: {warning}", soft_wrap=True, markup=False)
     if dry_run and not database_exists(db):
         result, url = EnqueueResult(configs, []), None
     else:

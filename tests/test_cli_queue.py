@@ -184,3 +184,20 @@ def test_dry_run_names_the_values_that_differ_between_the_runs_and_writes_nothin
     assert rows == ["Hopper-v5 │ dense │ 2 │ 0", "Hopper-v5 │ 2:4 (50%), mask_interval=1000 │ 2 │ 0",
                     "Hopper-v5 │ 2:4 (50%), mask_interval=10000 │ 2 │ 0"]
     assert "would add 6 run(s)" in err and not db.exists()
+
+
+@pytest.mark.parametrize("sets, warned", [
+    (["srste_decay=0.1,0.2"], "srste_decay acts only with grad_mode=srste: in 2 of the 2 sparse run(s)"),
+    (["drop_fraction=0.1,0.5"], "drop_fraction acts only with mask_rule=set or rigl: in 1 of the 1 sparse run(s)"),
+    (["drop_fraction=0.1,0.5", "mask_rule=rigl"], None),
+    (["srste_decay=0.1,0.2", "grad_mode=srste"], None),
+])
+def test_a_sweep_over_a_key_that_cannot_act_is_named_before_it_runs(sets, warned, tmp_path, monkeypatch, capsys):
+    args = ["queue", "--envs", "Hopper", "--patterns", "2:4", "--seeds", "1", "--steps", "1000", "--dry-run",
+            "--db", tmp_path / "rnm.db"]
+    for item in sets:
+        args += ["--set", item]
+    code, _, err = rnm_here(args, monkeypatch, capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("rnm: warning:")]
+    assert (warnings == []) if warned is None else (len(warnings) == 1 and warned in warnings[0]), err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Iterable
 
 from .config import RunConfig, canonical, parse_assignments
@@ -99,6 +99,30 @@ def expand(envs: Iterable[str], patterns: Iterable[str], seeds: int | Sequence[i
                                                        seeds):
         configs.append(canonical(RunConfig(env=env, pattern=pattern, seed=seed, **dict(zip(keys, combo)))))
     return list(dict.fromkeys(configs))
+
+
+ACTS_ONLY_WITH: dict[str, tuple[Callable[[RunConfig], bool], str]] = {
+    "srste_decay": (lambda c: c.grad_mode == "srste", "grad_mode=srste"),
+    "drop_fraction": (lambda c: c.mask_rule != "magnitude", "mask_rule=set or rigl"),
+    "mask_end": (lambda c: c.mask_interval > 0, "mask_interval above 0"),
+}
+"""Keys that act only where another key allows it: swept elsewhere, their values train alike (or, where canonical()
+resets them, collapse into one run), which a user checking a sweep must be told."""
+
+
+def inert_sweeps(assignments: list[str], configs: Sequence[RunConfig]) -> list[str]:
+    """A warning per swept key (two values or more) that cannot act in some of the sparse runs of `configs`."""
+    warnings = []
+    sparse = [config for config in configs if not config.pattern.is_dense]
+    for key, values in parse_assignments(list(assignments)).items():
+        if len(values) < 2 or key not in ACTS_ONLY_WITH or not sparse:
+            continue
+        acts, condition = ACTS_ONLY_WITH[key]
+        idle = sum(not acts(config) for config in sparse)
+        if idle:
+            warnings.append(f"{key} acts only with {condition}: in {idle} of the {len(sparse)} sparse run(s) its "
+                            f"{len(values)} values train alike (or are queued as one run); set that too to sweep it")
+    return warnings
 
 
 def _with_steps(swept: dict[str, list[Any]], steps: int | None) -> dict[str, list[Any]]:
