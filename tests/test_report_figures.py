@@ -82,7 +82,7 @@ def independent_finals(evals: pd.DataFrame) -> pd.Series:
 def test_every_figure_file_is_written_and_not_blank(tmp_path: Path, sweep):
     paths = write_plots(sweep[3], tmp_path / "figs")
     stems = ["curves_Ant-v5", "curves_Hopper-v5", "curves_all", "normalized_iqm", "performance_profile",
-             "sample_efficiency", "sad_Ant-v5", "sad_Hopper-v5", "sad_vs_return", "by_mask_interval"]
+             "sample_efficiency", "sad_Ant-v5", "sad_Hopper-v5", "sad_all", "sad_vs_return", "by_mask_interval"]
     assert sorted(p.name for p in paths) == sorted(f"{stem}.{ext}" for stem in stems for ext in ("png", "pdf"))
     for path in paths:
         if path.suffix == ".png":
@@ -100,7 +100,7 @@ def test_figures_without_their_data_are_left_out():
     runs, evals, stats = make_frames(factors={"2:4": 1.1}, seeds=2)  # no dense run: no normalized score
     no_baseline = report_figures(build_report(runs, evals, stats, last_k=LAST_K, reps=REPS))
     assert sorted(no_baseline) == sorted(["curves_Ant-v5", "curves_Hopper-v5", "curves_all", "sad_Ant-v5",
-                                          "sad_Hopper-v5", "sad_vs_return"])
+                                          "sad_Hopper-v5", "sad_all", "sad_vs_return"])
 
 
 # ---- numbers ----------------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_every_figure_says_what_its_band_means_and_how_many_seeds(figures):
             continue
         title = figure.legends[0].get_title().get_text()
         assert "3 seeds" in title, stem
-        if stem.startswith(("curves", "sad_A", "sad_H")):
+        if stem.startswith(("curves", "sad_A", "sad_H")) or stem == "sad_all":
             assert "±1 sample std" in title, stem
         elif stem != "sad_vs_return":
             assert "95% stratified bootstrap CI" in title, stem

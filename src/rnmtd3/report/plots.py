@@ -183,20 +183,20 @@ def learning_curves_figure(report: Report, env: str, styles: Mapping[str, Style]
     return fig
 
 
-def learning_curves_grid(report: Report, styles: Mapping[str, Style]) -> Figure:
-    """Every env's learning curves side by side, with one legend for all."""
-    envs = report.envs
+def env_grid(report: Report, frame: pd.DataFrame, value: str, ylabel: str, styles: Mapping[str, Style]) -> Figure:
+    """Every env's seed lines of `value` side by side (envs without data left out), with one legend for all."""
+    envs = [env for env in report.envs if env in set(frame["env"])]
     columns = min(GRID_COLUMNS, len(envs))
     rows = math.ceil(len(envs) / columns)
-    variants = [v for v in report.variants if v in set(report.curves["variant"])]
+    variants = [v for v in report.variants if v in set(frame["variant"])]
     width, height = GRID_PANEL_IN
     fig = _figure(width * columns, height * rows, [report.labels[v] for v in variants])
     for index, env in enumerate(envs):
         ax = fig.add_subplot(rows, columns, index + 1)
-        _seed_lines(ax, report.curves[report.curves["env"] == env], "return_mean", styles, variants)
+        _seed_lines(ax, frame[frame["env"] == env], value, styles, variants)
         ax.set_title(env)
         if index % columns == 0:
-            ax.set_ylabel("evaluation return")
+            ax.set_ylabel(ylabel)
     _legend(fig, variants, styles, report.labels, _std_title(_seeds(report, variants)))
     return fig
 
@@ -223,6 +223,9 @@ def normalized_figure(report: Report, styles: Mapping[str, Style]) -> Figure:
     return fig
 
 
+SAD_LABEL = "SAD (mask entries flipped\nper update, mean of networks)"
+
+
 def sad_figure(report: Report, env: str, styles: Mapping[str, Style]) -> Figure | None:
     """SAD over training on one env, averaged over the networks of a run, then over seeds; nothing without data."""
     mine = report.sad[report.sad["env"] == env]
@@ -233,7 +236,7 @@ def sad_figure(report: Report, env: str, styles: Mapping[str, Style]) -> Figure 
     fig = _figure(PANEL_WIDTH_IN, PANEL_HEIGHT_IN, [report.labels[v] for v in variants])
     ax = fig.add_subplot()
     _seed_lines(ax, per_update, "value", styles, variants)
-    ax.set_ylabel("SAD (mask entries flipped\nper update, mean of networks)")
+    ax.set_ylabel(SAD_LABEL)
     ax.set_ylim(bottom=0)
     ax.set_title(env)
     _legend(fig, variants, styles, report.labels, _std_title(_seeds(report, variants, env)))
@@ -358,12 +361,14 @@ def report_figures(report: Report) -> dict[str, Figure]:
     with matplotlib.rc_context(STYLE):
         figures: dict[str, Figure | None] = {f"curves_{_slug(env)}": learning_curves_figure(report, env, styles)
                                              for env in report.envs}
-        figures["curves_all"] = learning_curves_grid(report, styles)
+        figures["curves_all"] = env_grid(report, report.curves, "return_mean", "evaluation return", styles)
         if not report.aggregate.empty:
             figures["normalized_iqm"] = normalized_figure(report, styles)
             figures["performance_profile"] = profile_figure(report, styles)
             figures["sample_efficiency"] = sample_efficiency_figure(report, styles)
         figures |= {f"sad_{_slug(env)}": sad_figure(report, env, styles) for env in report.envs}
+        if not report.sad.empty:
+            figures["sad_all"] = env_grid(report, data.sad_per_update(report.sad), "value", SAD_LABEL, styles)
         figures["sad_vs_return"] = sad_return_figure(report, styles)
         if report.ablation is not None:
             figures[f"by_{_slug(report.by)}"] = by_figure(report, styles, labels)
