@@ -19,17 +19,8 @@ off for hours instead of saying so."""
 
 def prepare_out_dir(out: Path, option: str = "--out") -> Path:
     """Create the output folder, or raise UsageError (before anything is written) where it cannot be."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{option} {out} exists and is not a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"{option} {out} cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {out} cannot be written (no write permission on {parent})")
-    usage = shutil.disk_usage(parent)
+    out = check_out_dir(out, option)
+    usage = shutil.disk_usage(_existing_ancestor(out))
     free = usage.free
     if usage.total and free < MIN_FREE_BYTES:  # total 0: /proc, /sys, where mkdir itself says what is wrong
         raise UsageError(f"{option} {out} is on a filesystem with {free:,} bytes free, less than the 1 MiB rnm needs "
@@ -39,6 +30,12 @@ def prepare_out_dir(out: Path, option: str = "--out") -> Path:
     except OSError as exc:  # /proc, /sys, a read-only mount: access() said yes, the filesystem says no
         raise UsageError(f"{option} {out} cannot be created: {exc.strerror}") from None
     return out
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -66,17 +63,17 @@ def check_out_file(out: Path, option: str = "--out") -> Path:
     return out
 
 
-def check_out_dir(out: Path, option: str) -> Path:
-    """A folder that a command will create or write into later, checked now: what prepare_out_dir refuses, without
-    creating anything yet."""
+def check_out_dir(out: Path, option: str = "--out") -> Path:
+    """A folder that a command will create or write into, checked without creating anything: not a file, and under
+    a folder that can be written."""
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise UsageError(f"{option} {out} exists and is not a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {out} cannot be created or written (no write permission on {parent})")
+    parent = _existing_ancestor(out)
+    if not parent.is_dir():
+        raise UsageError(f"{option} {out} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {out} cannot be written (no write permission on {parent})")
     return out
 
 
