@@ -180,6 +180,14 @@ def owner_of(config: RunConfig, database_id: str | None = None, run_id: int | No
     return owner
 
 
+def owned_by(saved: Any, owner: dict[str, Any]) -> bool:
+    """Whether a loaded file was written for `owner` (owner_of's keys, any subset): each value equal and of the same
+    type, so that a run id 1 is not matched by True, nor a file without an owner by anything."""
+    theirs = saved.get("owner") if isinstance(saved, dict) else None
+    return isinstance(theirs, dict) and all(type(theirs.get(key)) is type(value) and theirs.get(key) == value
+                                            for key, value in owner.items())
+
+
 def check_sparsity(path: Path) -> dict[str, bool]:
     """For each of the six networks of a checkpoint.pt: do all its weight matrices satisfy the run's pattern (at most
     N in every group of M; at most the kept count of each layer for unstructured:S)?

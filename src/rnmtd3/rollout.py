@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT, load
+from .checkpoint import CHECKPOINT, load, owned_by
 from .config import RunConfig
 from .envs import env_dims, evaluate, make_env
 from .errors import RnmError, UsageError
@@ -85,9 +85,9 @@ def load_actor(source: Source) -> tuple[Actor, RunConfig, int]:
     weights = saved.get("actor") if isinstance(saved, dict) else None
     if not isinstance(weights, dict) or "config" not in saved:
         raise UsageError(f"{path} is not an rnm checkpoint.pt (no actor or config in it)")
-    owner = saved.get("owner") if isinstance(saved.get("owner"), dict) else {}
-    if source.run_id is not None and (owner.get("run") != source.run_id or owner.get("config") != source.config_hash):
-        raise UsageError(f"{path} is not run {source.run_id}'s own checkpoint (its owner is run {owner.get('run')}): "
+    if source.run_id is not None and not owned_by(saved, {"run": source.run_id, "config": source.config_hash}):
+        theirs = saved.get("owner") if isinstance(saved.get("owner"), dict) else {}
+        raise UsageError(f"{path} is not run {source.run_id}'s own checkpoint (its owner is run {theirs.get('run')}): "
                          "the run's folder holds another run's file")
     config = RunConfig.from_dict(saved["config"])
     layers = [key for key in weights if isinstance(key, str) and key.endswith(".weight")]  # in layer order

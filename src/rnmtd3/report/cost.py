@@ -258,7 +258,7 @@ def own_checkpoint(path: Path | None, owner: Mapping[str, Any]) -> dict[str, Any
     hash and, where given, database), its config a valid RunConfig of that hash, its tensors that config's networks;
     else the PROBLEMS reason it does not count. Another run's file (a copied path, a reused folder) would put its
     figures in this run's cell, and a tampered config would scale them at will."""
-    from ..checkpoint import load  # torch, only when a cost table is asked for
+    from ..checkpoint import load, owned_by  # torch, only when a cost table is asked for
 
     if path is None:
         return MISSING
@@ -270,9 +270,7 @@ def own_checkpoint(path: Path | None, owner: Mapping[str, Any]) -> dict[str, Any
         return UNREADABLE
     if not isinstance(data, dict):
         return UNREADABLE
-    theirs = data.get("owner")
-    if not isinstance(theirs, dict) or any(type(theirs.get(key)) is not type(value) or theirs.get(key) != value
-                                           for key, value in owner.items()):
+    if not owned_by(data, dict(owner)):
         return FOREIGN
     try:
         config = RunConfig.from_dict(data["config"])
