@@ -18,7 +18,7 @@ from rnmtd3.errors import UsageError
 from rnmtd3.registry import EnqueueResult, database_exists, open_registry
 from rnmtd3.resources import check_runs_fit
 from rnmtd3.summary import evals_export, measured_densities, runs_export, summarize
-from rnmtd3.folders import check_out_file
+from rnmtd3.folders import check_out_file, write_text_atomic
 from rnmtd3.sweep import expand, inert_sweeps, parse_seeds, split_list
 from rnmtd3.variants import config_variants
 from rnmtd3.tensorboard_export import export_tensorboard, require_tensorboard
@@ -248,6 +248,6 @@ def export(
     elif out_file is None:
         frame.to_csv(sys.stdout, index=False)
     else:
-        frame.to_csv(out_file, index=False)
+        write_text_atomic(out_file, frame.to_csv(index=False))
     if out_file is not None:
         err.print(f"wrote {len(frame)} row(s) to {out_file}")

@@ -13,7 +13,7 @@ from rnmtd3.registry import open_registry
 from rnmtd3.sweep import single_values, split_list
 
 from rnmtd3.errors import UsageError
-from rnmtd3.folders import check_out_dir, check_out_file
+from rnmtd3.folders import check_out_dir, check_out_file, write_text_atomic
 
 from .common import DbOption, err
 
@@ -90,7 +90,7 @@ def report(
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text, encoding="utf-8")
+        write_text_atomic(out, text)
         err.print(f"table written to {out}", soft_wrap=True)
     if plots is not None:
         paths = write_plots(result, plots)

@@ -358,3 +358,22 @@ def test_a_report_writes_nothing_to_its_database(tmp_path: Path):
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--reps", str(REPS), "--last-k", "3"])
     assert result.exit_code == 0, result.output
     assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == files
+
+
+def test_a_table_file_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch):
+    """A full disk mid-write leaves the previous table, not one cut short, and no temporary file."""
+    import errno
+
+    from rnmtd3.folders import write_text_atomic
+
+    table = tmp_path / "table.md"
+    write_text_atomic(table, "old\n")
+
+    def full(self, *args, **kwargs):
+        self.open("w").write("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(UsageError, match="cannot write .*table.md: No space left on device"):
+        write_text_atomic(table, "new\n" * 1000)
+    assert table.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]

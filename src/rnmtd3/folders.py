@@ -63,6 +63,19 @@ def check_out_file(out: Path, option: str = "--out") -> Path:
     return out
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a kill or a full disk mid-write leaves the previous file (or none), never a
+    table cut short that a paper could pick up."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def check_out_dir(out: Path, option: str = "--out") -> Path:
     """A folder that a command will create or write into, checked without creating anything: not a file, and under
     a folder that can be written."""
